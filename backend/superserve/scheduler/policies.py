@@ -1,0 +1,197 @@
+"""Scheduling policies: pure functions of (queue, profile, now) returning which SubNet runs how many requests.
+
+The live Triton model, the benchmarks and the simulator call the same objects. A policy never runs a
+model and never removes requests; it returns a ``Decision`` for the request at the head of the EDF
+queue, or ``None`` when even the fastest SubNet allowed for that request cannot meet its deadline
+(the caller then sheds the head and asks again).
+
+- ``slackfit`` (SuperServe): latency buckets evenly spaced between the fastest SubNet at batch 1 and the
+  slowest at the largest batch; each bucket holds the (SubNet, batch) with the largest batch whose latency
+  fits under the bucket's upper edge, ties to the more accurate SubNet. The head's remaining slack
+  selects the bucket whose edge is closest to but not above it.
+- ``maxacc``: the most accurate SubNet that fits at batch 1, then the largest batch it fits.
+- ``maxbatch``: the largest batch some SubNet fits, then the most accurate SubNet at that batch.
+- ``fixed:<i>``: always SubNet ``i`` (Clipper+, one fixed model), at the largest batch that fits.
+- ``cheapest``: the least accurate SubNet a request allows (INFaaS; without a floor, the smallest).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Protocol
+
+from .profile import Profile
+
+__all__ = ["Decision", "QueueView", "Policy", "SlackFit", "MaxAcc", "MaxBatch", "Fixed", "Cheapest", "make_policy",
+           "POLICY_NAMES", "DEFAULT_BUCKETS"]
+
+DEFAULT_BUCKETS = 32
+POLICY_NAMES = ("slackfit", "maxacc", "maxbatch", "fixed:<index>", "cheapest")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    subnet: int
+    batch_size: int  # at most this many earliest-deadline requests that ``subnet`` may serve
+
+
+class QueueView(Protocol):
+    """What a policy may read of the queue (``EDFQueue`` implements it)."""
+
+    def __len__(self) -> int: ...
+    def head(self): ...
+    def count_for(self, subnet: int) -> int: ...
+
+
+class Policy:
+    """Base: clamps the head's allowed SubNet range, computes its slack, delegates the choice."""
+
+    name = "policy"
+
+    def __init__(self, profile: Profile, margin_ns: int = 0) -> None:
+        if margin_ns < 0:
+            raise ValueError(f"margin_ns must be >= 0, got {margin_ns}")
+        self.profile = profile
+        self.margin_ns = margin_ns
+
+    def allowed(self, lo: int, hi: int) -> tuple[int, int]:
+        return lo, hi
+
+    def decide(self, queue: QueueView, now_ns: int) -> Decision | None:
+        head = queue.head()
+        lo, hi = self.allowed(head.lo, head.hi)
+        if lo > hi:
+            return None
+        slack = head.deadline_ns - now_ns - self.margin_ns
+        return self.choose(queue, lo, hi, slack)
+
+    def choose(self, queue: QueueView, lo: int, hi: int, slack_ns: int) -> Decision | None:
+        raise NotImplementedError
+
+    def feasible(self, lo: int, hi: int, slo_ns: int) -> bool:
+        """Could a request with this SubNet range and latency target be met on an idle server?"""
+        lo, hi = self.allowed(lo, hi)
+        if lo > hi:
+            return False
+        return min(self.profile.latency_ns(s, 1) for s in range(lo, hi + 1)) + self.margin_ns <= slo_ns
+
+    def _largest_batch(self, subnet: int, slack_ns: int, limit: int) -> int:
+        """Largest batch <= limit whose latency on ``subnet`` fits in the slack (0 if none)."""
+        latency = self.profile.subnets[subnet].latency_ns
+        return bisect.bisect_right(latency, slack_ns, 0, limit)
+
+
+class SlackFit(Policy):
+    name = "slackfit"
+
+    def __init__(self, profile: Profile, margin_ns: int = 0, num_buckets: int = DEFAULT_BUCKETS) -> None:
+        super().__init__(profile, margin_ns)
+        if num_buckets < 2:
+            raise ValueError(f"num_buckets must be >= 2, got {num_buckets}")
+        self.num_buckets = num_buckets
+        self._tables: dict[tuple[int, int], tuple[list[int], list[Decision]]] = {}
+
+    def buckets(self, lo: int = 0, hi: int | None = None) -> tuple[list[int], list[Decision]]:
+        """Upper edges (ns, ascending) and the choice kept in each bucket, for SubNets ``lo..hi``."""
+        hi = self.profile.size - 1 if hi is None else hi
+        table = self._tables.get((lo, hi))
+        if table is None:
+            table = self._tables[(lo, hi)] = self._build(lo, hi)
+        return table
+
+    def _build(self, lo: int, hi: int) -> tuple[list[int], list[Decision]]:
+        p = self.profile
+        fastest = min(p.latency_ns(s, 1) for s in range(lo, hi + 1))
+        slowest = max(p.latency_ns(s, p.max_batch) for s in range(lo, hi + 1))
+        k = self.num_buckets
+        edges = [fastest + (slowest - fastest) * i // (k - 1) for i in range(k)]
+        choices = []
+        for edge in edges:
+            best = None  # (batch, accuracy index) maximised: largest batch, then the more accurate SubNet
+            for s in range(lo, hi + 1):
+                b = self._largest_batch(s, edge, p.max_batch)
+                if b and (best is None or (b, s) > best):
+                    best = (b, s)
+            choices.append(Decision(best[1], best[0]))
+        return edges, choices
+
+    def choose(self, queue, lo, hi, slack_ns):
+        edges, choices = self.buckets(lo, hi)
+        i = bisect.bisect_right(edges, slack_ns) - 1
+        if i < 0:
+            return None
+        return choices[i]
+
+
+class MaxAcc(Policy):
+    name = "maxacc"
+
+    def choose(self, queue, lo, hi, slack_ns):
+        for s in range(hi, lo - 1, -1):
+            if self.profile.latency_ns(s, 1) <= slack_ns:
+                return Decision(s, self._largest_batch(s, slack_ns, min(self.profile.max_batch, queue.count_for(s))))
+        return None
+
+
+class MaxBatch(Policy):
+    name = "maxbatch"
+
+    def choose(self, queue, lo, hi, slack_ns):
+        best = None
+        for s in range(hi, lo - 1, -1):  # most accurate first, so ties keep the more accurate SubNet
+            b = self._largest_batch(s, slack_ns, min(self.profile.max_batch, queue.count_for(s)))
+            if b and (best is None or b > best.batch_size):
+                best = Decision(s, b)
+        return best
+
+
+class Fixed(Policy):
+    """One SubNet for every request (requests pinned to another SubNet are refused)."""
+
+    def __init__(self, profile: Profile, subnet: int, margin_ns: int = 0) -> None:
+        super().__init__(profile, margin_ns)
+        if not 0 <= subnet < profile.size:
+            raise ValueError(f"fixed SubNet index {subnet} is outside 0..{profile.size - 1}")
+        self.subnet = subnet
+        self.name = f"fixed:{subnet}"
+
+    def allowed(self, lo, hi):
+        return (self.subnet, self.subnet) if lo <= self.subnet <= hi else (1, 0)
+
+    def choose(self, queue, lo, hi, slack_ns):
+        b = self._largest_batch(lo, slack_ns, min(self.profile.max_batch, queue.count_for(lo)))
+        return Decision(lo, b) if b else None
+
+
+class Cheapest(Policy):
+    """The least accurate SubNet each request allows (INFaaS-style: cheapest variant that meets the floor)."""
+
+    name = "cheapest"
+
+    def allowed(self, lo, hi):
+        return lo, lo
+
+    def choose(self, queue, lo, hi, slack_ns):
+        b = self._largest_batch(lo, slack_ns, min(self.profile.max_batch, queue.count_for(lo)))
+        return Decision(lo, b) if b else None
+
+
+def make_policy(spec: str, profile: Profile, margin_ns: int = 0, num_buckets: int = DEFAULT_BUCKETS) -> Policy:
+    """Create a policy by name: slackfit, maxacc, maxbatch, fixed:<index>, cheapest."""
+    name = spec.strip().lower()
+    if name == "slackfit":
+        return SlackFit(profile, margin_ns, num_buckets)
+    if name == "maxacc":
+        return MaxAcc(profile, margin_ns)
+    if name == "maxbatch":
+        return MaxBatch(profile, margin_ns)
+    if name == "cheapest":
+        return Cheapest(profile, margin_ns)
+    if name.startswith("fixed:"):
+        try:
+            index = int(name.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"policy {spec!r}: fixed needs a SubNet index, e.g. fixed:3") from None
+        return Fixed(profile, index, margin_ns)
+    raise ValueError(f"unknown policy {spec!r}; choose one of {', '.join(POLICY_NAMES)}")

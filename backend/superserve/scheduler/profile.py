@@ -1,0 +1,76 @@
+"""The offline profile the policies decide from: served SubNets, their accuracy and latency per batch size.
+
+Parsed once from ``profile.json`` into frozen, validated objects. No torch, no Triton.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+__all__ = ["SubnetProfile", "Profile", "ProfileError"]
+
+
+class ProfileError(ValueError):
+    """profile.json is malformed; the message says which field and what was expected."""
+
+
+@dataclass(frozen=True)
+class SubnetProfile:
+    index: int
+    id: str
+    accuracy: float
+    latency_ns: tuple[int, ...]  # latency_ns[b - 1]: one forward pass at batch size b
+    config: Mapping[str, Any] | None = None
+    params: int = 0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Served SubNets in ascending accuracy order; SubNet ``i`` is the index clients see in ``SUBNET``."""
+
+    subnets: tuple[SubnetProfile, ...]
+    max_batch: int
+
+    @property
+    def size(self) -> int:
+        return len(self.subnets)
+
+    def latency_ns(self, subnet: int, batch: int) -> int:
+        return self.subnets[subnet].latency_ns[batch - 1]
+
+    def lowest_index_with_accuracy(self, min_accuracy: float) -> int | None:
+        """Index of the least accurate SubNet at or above ``min_accuracy`` (None if none is)."""
+        for s in self.subnets:
+            if s.accuracy >= min_accuracy:
+                return s.index
+        return None
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> "Profile":
+        try:
+            entries = data["subnets"]
+        except (KeyError, TypeError):
+            raise ProfileError("profile needs a 'subnets' list") from None
+        if not isinstance(entries, list) or not entries:
+            raise ProfileError("profile 'subnets' must be a non-empty list")
+        max_batch = int(data.get("max_batch_size", 0)) or len(entries[0].get("latency_ms", {}))
+        subnets = []
+        for i, entry in enumerate(entries):
+            where = f"profile subnets[{i}]"
+            try:
+                acc = float(entry["accuracy"])
+                lat = entry["latency_ms"]
+                latency = tuple(int(round(float(lat[str(b)]) * 1e6)) for b in range(1, max_batch + 1))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ProfileError(f"{where} needs 'accuracy' and 'latency_ms' for batch 1..{max_batch}: {exc}") from None
+            if not 0.0 <= acc <= 1.0:
+                raise ProfileError(f"{where} accuracy {acc} is outside [0, 1]")
+            if any(not math.isfinite(v) or v <= 0 for v in latency):
+                raise ProfileError(f"{where} latencies must be positive")
+            subnets.append(SubnetProfile(i, str(entry.get("id", i)), acc, latency, entry.get("config"),
+                                         int(entry.get("params", 0))))
+        if any(a.accuracy > b.accuracy for a, b in zip(subnets, subnets[1:])):
+            raise ProfileError("profile subnets must be sorted by ascending accuracy")
+        return Profile(tuple(subnets), max_batch)

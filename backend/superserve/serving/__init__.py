@@ -1,0 +1,1 @@
+"""The serving core behind the Triton model: config, request checks, dispatcher, engine, metrics."""

@@ -1,0 +1,68 @@
+"""The Triton model config's ``parameters`` turned into one frozen, validated object at load time."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+from ..scheduler.policies import DEFAULT_BUCKETS, POLICY_NAMES
+
+__all__ = ["ServingConfig", "parse_config"]
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    policy: str = "slackfit"
+    num_buckets: int = DEFAULT_BUCKETS
+    default_slo_ms: float = 50.0
+    max_slo_ms: float = 60_000.0
+    max_queue: int = 512  # waiting requests; beyond it new requests are refused with UNAVAILABLE
+    margin_ms: float = 0.5  # reserved from each request's slack for dispatch and response overhead
+    num_threads: int = 1  # torch intra-op threads of the model instance
+    drain_timeout_s: float = 5.0  # on unload/shutdown, serve what is queued for at most this long
+
+
+_BOUNDS = {
+    "num_buckets": (2, 10_000),
+    "default_slo_ms": (0.001, None),
+    "max_slo_ms": (0.001, None),
+    "max_queue": (1, 1_000_000),
+    "margin_ms": (0.0, 10_000.0),
+    "num_threads": (1, 1024),
+    "drain_timeout_s": (0.0, 3600.0),
+}
+
+
+def parse_config(parameters: Mapping[str, object], model_name: str = "superserve") -> ServingConfig:
+    """Parse Triton ``parameters`` (``{"key": {"string_value": "..."}}`` or plain ``{"key": "..."}``).
+
+    Unknown keys are an error: a typo in config.pbtxt should fail the load, not be silently ignored.
+    """
+    known = {f.name: f for f in fields(ServingConfig)}
+    values = {}
+    for key, raw in parameters.items():
+        value = raw.get("string_value") if isinstance(raw, Mapping) else raw
+        if key not in known:
+            raise ValueError(f"model {model_name!r}: unknown parameter {key!r}; known: {', '.join(sorted(known))}")
+        kind = type(known[key].default)
+        try:
+            parsed = kind(value) if kind is not int else int(str(value), 10)
+        except (TypeError, ValueError):
+            raise ValueError(f"model {model_name!r}: parameter {key!r} must be {kind.__name__}, got {value!r}") from None
+        if kind is float and not math.isfinite(parsed):
+            raise ValueError(f"model {model_name!r}: parameter {key!r} must be finite, got {value!r}")
+        if key in _BOUNDS:
+            lo, hi = _BOUNDS[key]
+            if parsed < lo or (hi is not None and parsed > hi):
+                raise ValueError(f"model {model_name!r}: parameter {key!r}={parsed} must be within [{lo}, {hi}]")
+        values[key] = parsed
+    config = ServingConfig(**values)
+    name = config.policy.strip().lower()
+    if not (name in ("slackfit", "maxacc", "maxbatch", "cheapest") or name.startswith("fixed:")):
+        raise ValueError(f"model {model_name!r}: unknown policy {config.policy!r}; choose one of "
+                         f"{', '.join(POLICY_NAMES)}")
+    if config.default_slo_ms > config.max_slo_ms:
+        raise ValueError(f"model {model_name!r}: default_slo_ms {config.default_slo_ms} exceeds max_slo_ms "
+                         f"{config.max_slo_ms}")
+    return config

@@ -1,0 +1,135 @@
+"""Run the real Triton 2.51 server that the nvidia-pytriton wheel bundles, without Docker or a GPU.
+
+``python -m superserve.tritonenv serve`` assembles a Triton home from the wheel (once), then execs
+``tritonserver --model-repository model_repository`` bound to 127.0.0.1. The same functions start
+the servers of the integration tests and benchmarks, and give perf_analyzer its two libraries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib.util
+import os
+import shutil
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["TritonHome", "ensure_triton_home", "server_command", "server_env", "perf_analyzer_env", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_HOME = REPO_ROOT / ".tools" / "tritonserver"
+HEADER_FORWARD = "x-slo.*"
+
+
+@dataclass(frozen=True)
+class TritonHome:
+    root: Path
+    libs: Path  # the wheel's bundled shared libraries
+    extra_libs: Path  # soname links for perf_analyzer
+
+    @property
+    def binary(self) -> Path:
+        return self.root / "bin" / "tritonserver"
+
+    @property
+    def backends(self) -> Path:
+        return self.root / "backends"
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {name!r} is not installed in {sys.prefix}: run `make setup`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def ensure_triton_home(home: Path = DEFAULT_HOME) -> TritonHome:
+    """Copy Triton out of the wheel and add the Python stub for this interpreter (idempotent)."""
+    wheel = _package_dir("pytriton") / "tritonserver"
+    site = Path(sysconfig.get_paths()["purelib"])
+    libs = site / "nvidia_pytriton.libs"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = wheel / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise FileNotFoundError(f"the nvidia-pytriton wheel has no Python backend stub for Python {version}")
+    home = Path(home)
+    ready = home / ".ready"
+    if not ready.is_file() or ready.read_text() != f"{wheel}:{version}":
+        if home.exists():
+            shutil.rmtree(home)
+        shutil.copytree(wheel, home, ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__"))
+        shutil.copy2(stub, home / "backends" / "python" / "triton_python_backend_stub")
+        ready.write_text(f"{wheel}:{version}")
+    extra = home.parent / "lib"
+    extra.mkdir(parents=True, exist_ok=True)
+    links = {"libb64.so.0d": glob.glob(str(libs / "libb64-*.so.0d")),
+             "libcudart.so.12": glob.glob(str(site / "nvidia" / "cuda_runtime" / "lib" / "libcudart.so.12"))}
+    for name, found in links.items():
+        target = extra / name
+        if found and not target.exists():
+            target.symlink_to(found[0])
+    return TritonHome(home, libs, extra)
+
+
+def server_env(home: TritonHome) -> dict[str, str]:
+    """Environment for tritonserver: the wheel's libraries, and this venv's Python first on PATH for the stub."""
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(home.libs), env.get("LD_LIBRARY_PATH")]))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def perf_analyzer_env(home: TritonHome) -> dict[str, str]:
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(home.extra_libs), env.get("LD_LIBRARY_PATH")]))
+    return env
+
+
+def server_command(home: TritonHome, model_repository: Path, http_port: int = 8000, grpc_port: int = 8001,
+                   metrics_port: int = 8002, address: str = "127.0.0.1", extra: list[str] | None = None) -> list[str]:
+    """The tritonserver command line: local-only by default, header ``x-slo-ms`` forwarded as a parameter."""
+    return [
+        str(home.binary),
+        f"--model-repository={model_repository}",
+        f"--backend-directory={home.backends}",
+        f"--http-address={address}", f"--http-port={http_port}",
+        f"--grpc-address={address}", f"--grpc-port={grpc_port}",
+        f"--metrics-address={address}", f"--metrics-port={metrics_port}",
+        f"--http-header-forward-pattern={HEADER_FORWARD}",
+        f"--grpc-header-forward-pattern={HEADER_FORWARD}",
+        "--model-control-mode=none",
+        "--exit-timeout-secs=15",
+        "--log-verbose=0",
+        *(extra or []),
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("setup", help="assemble the Triton home from the wheel")
+    serve = sub.add_parser("serve", help="exec tritonserver in the foreground")
+    serve.add_argument("--model-repository", type=Path, default=REPO_ROOT / "model_repository")
+    serve.add_argument("--http-port", type=int, default=int(os.environ.get("HTTP_PORT", 8000)))
+    serve.add_argument("--grpc-port", type=int, default=int(os.environ.get("GRPC_PORT", 8001)))
+    serve.add_argument("--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", 8002)))
+    serve.add_argument("--address", default=os.environ.get("BIND_ADDRESS", "127.0.0.1"),
+                       help="address to bind; anything but loopback exposes the server (see README, Security)")
+    sub.add_parser("perf-env", help="print the LD_LIBRARY_PATH perf_analyzer needs")
+    args, extra = p.parse_known_args(argv)
+    home = ensure_triton_home()
+    if args.cmd == "setup":
+        print(f"Triton home ready at {home.root}")
+    elif args.cmd == "perf-env":
+        print(perf_analyzer_env(home)["LD_LIBRARY_PATH"])
+    else:
+        cmd = server_command(home, args.model_repository.resolve(), args.http_port, args.grpc_port,
+                             args.metrics_port, args.address, extra)
+        os.execve(cmd[0], cmd, server_env(home))
+
+
+if __name__ == "__main__":
+    main()

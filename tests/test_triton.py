@@ -1,0 +1,175 @@
+"""Integration: a real tritonserver serving the built SuperNet, over HTTP and gRPC, and perf_analyzer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from superserve.tritonenv import ensure_triton_home, perf_analyzer_env
+
+MODEL = "superserve"
+PROTOCOLS = ("http", "grpc")
+
+
+def infer(server, protocol, images, parameters=None, input_name="INPUT", datatype="FP32", headers=None):
+    """One request; returns (logits, subnet indices, accuracies) or raises InferenceServerException."""
+    module, url = (httpclient, server.http_url) if protocol == "http" else (grpcclient, server.grpc_url)
+    client = module.InferenceServerClient(url)
+    tensor = module.InferInput(input_name, list(images.shape), datatype)
+    tensor.set_data_from_numpy(images)
+    outputs = [module.InferRequestedOutput(n) for n in ("LOGITS", "SUBNET", "ACCURACY")]
+    result = client.infer(MODEL, [tensor], outputs=outputs, parameters=parameters, headers=headers)
+    return result.as_numpy("LOGITS"), result.as_numpy("SUBNET")[:, 0], result.as_numpy("ACCURACY")[:, 0]
+
+
+@pytest.fixture(scope="module")
+def local_net():
+    from conftest import MODEL_DIR
+    from superserve.build import load_supernet
+
+    return load_supernet(MODEL_DIR)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_predictions_on_held_out_data_match_the_reported_subnet(server, protocol, held_out, local_net, profile):
+    import torch
+
+    net, _ = local_net
+    images, labels = held_out
+    correct = total = 0
+    for start in range(0, 64, 8):
+        x, y = images[start:start + 8], labels[start:start + 8]
+        logits, subnets, accuracies = infer(server, protocol, x, {"slo_ms": 1000})
+        assert len(set(subnets.tolist())) == 1  # one request runs on one SubNet
+        subnet = int(subnets[0])
+        assert accuracies[0] == pytest.approx(profile["subnets"][subnet]["accuracy"])
+        net.actuate(net.space.parse(profile["subnets"][subnet]["config"]))
+        with torch.no_grad():
+            expected = net(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(logits, expected, atol=1e-4)
+        correct += int((logits.argmax(1) == y).sum())
+        total += len(y)
+    assert correct / total >= 0.9
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_loose_slo_gets_the_most_accurate_subnet_and_tight_a_faster_one(server, protocol, held_out, profile):
+    images, _ = held_out
+    last = len(profile["subnets"]) - 1
+    _, subnets, _ = infer(server, protocol, images[:1], {"slo_ms": 5000})
+    assert subnets[0] == last
+    # A target the most accurate SubNet cannot meet even alone, but the fastest easily can.
+    fastest = profile["subnets"][0]["latency_ms"]["1"]
+    slowest = profile["subnets"][last]["latency_ms"]["1"]
+    tight = (fastest + slowest) / 2 + 0.5
+    assert tight < slowest
+    _, subnets, _ = infer(server, protocol, images[:1], {"slo_ms": tight})
+    assert subnets[0] < last
+
+
+def test_http_header_sets_the_slo(server, held_out, profile):
+    images, _ = held_out
+    slowest = profile["subnets"][-1]["latency_ms"]["1"]
+    tight = (profile["subnets"][0]["latency_ms"]["1"] + slowest) / 2 + 0.5
+    _, subnets, _ = infer(server, "http", images[:1], headers={"x-slo-ms": f"{tight:.3f}"})
+    assert subnets[0] < len(profile["subnets"]) - 1
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_subnet_pin_and_accuracy_floor(server, protocol, held_out, profile):
+    images, _ = held_out
+    for index in (0, len(profile["subnets"]) // 2):
+        _, subnets, _ = infer(server, protocol, images[:2], {"subnet": index, "slo_ms": 5000})
+        assert subnets.tolist() == [index, index]
+    floor = profile["subnets"][len(profile["subnets"]) // 2]["accuracy"]
+    fastest = profile["subnets"][0]["latency_ms"]["1"] + 1.0  # tight: SlackFit would pick a fast SubNet
+    for _ in range(3):
+        _, _, accuracies = infer(server, protocol, images[:1], {"min_accuracy": floor, "slo_ms": 5000})
+        assert accuracies[0] >= floor
+    try:
+        _, _, accuracies = infer(server, protocol, images[:1], {"min_accuracy": floor, "slo_ms": fastest})
+        assert accuracies[0] >= floor
+    except InferenceServerException as exc:  # or refused when no allowed SubNet can make it
+        assert "deadline cannot be met" in str(exc)
+
+
+def _status(exc: InferenceServerException) -> str:
+    return str(exc.status())
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_impossible_slo_is_shed_with_unavailable(server, protocol, held_out):
+    images, _ = held_out
+    with pytest.raises(InferenceServerException, match="deadline cannot be met") as info:
+        infer(server, protocol, images[:1], {"slo_ms": 0.01})
+    assert _status(info.value) in ("503", "StatusCode.UNAVAILABLE")
+
+
+# Bad input matrix: each case gets a clear error for that request only; the server keeps serving.
+BAD_CASES = {
+    "wrong input name": (dict(input_name="IMAGE"), "IMAGE"),
+    "wrong shape": (dict(images=np.zeros((1, 28, 28), np.float32)), "shape"),
+    "wrong dtype": (dict(images=np.zeros((1, 1, 28, 28), np.float64), datatype="FP64"), "FP64"),
+    "nan values": (dict(images=np.full((1, 1, 28, 28), np.nan, np.float32)), "NaN or Inf"),
+    "inf values": (dict(images=np.full((1, 1, 28, 28), np.inf, np.float32)), "NaN or Inf"),
+    "batch above maximum": (dict(images=np.zeros((17, 1, 28, 28), np.float32)), "batch"),
+    "slo zero": (dict(parameters={"slo_ms": 0}), "slo_ms must be > 0"),
+    "slo negative": (dict(parameters={"slo_ms": -3}), "slo_ms must be > 0"),
+    "slo non-numeric": (dict(parameters={"slo_ms": "fast"}), "must be a number"),
+    "slo absurdly large": (dict(parameters={"slo_ms": 1e9}), "exceeds this model's maximum"),
+    "subnet out of range": (dict(parameters={"subnet": 999}), "subnet must be an integer"),
+    "subnet negative": (dict(parameters={"subnet": -1}), "subnet must be an integer"),
+    "subnet non-numeric": (dict(parameters={"subnet": "largest"}), "must be a number"),
+    "min_accuracy above every subnet": (dict(parameters={"min_accuracy": 0.9999}), "above every SubNet"),
+}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(server, protocol, case, held_out):
+    kwargs, message = BAD_CASES[case]
+    images = kwargs.pop("images", held_out[0][:1])
+    with pytest.raises(InferenceServerException, match=message) as info:
+        infer(server, protocol, images, **kwargs)
+    assert _status(info.value) in ("400", "StatusCode.INVALID_ARGUMENT")
+    kwargs["images"] = images
+    logits, _, _ = infer(server, protocol, held_out[0][:1], {"slo_ms": 1000})
+    assert logits.shape == (1, 10) and np.isfinite(logits).all()
+
+
+def test_unknown_parameters_are_ignored(server, held_out):
+    logits, _, _ = infer(server, "grpc", held_out[0][:1], {"slo_ms": 1000, "colour": "blue"})
+    assert logits.shape == (1, 10)
+
+
+def test_metrics_are_exported(server, held_out):
+    infer(server, "http", held_out[0][:1], {"slo_ms": 1000})
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
+    on_time = [line for line in text.splitlines()
+               if line.startswith("superserve_requests_total") and 'outcome="on_time"' in line]
+    assert on_time and float(on_time[0].rsplit(" ", 1)[1]) >= 1
+    for family in ("superserve_batch_size", "superserve_slack_ms", "superserve_decision_us",
+                   "superserve_queue_length", "superserve_subnet_samples_total", "superserve_served_accuracy"):
+        assert family in text
+
+
+def test_perf_analyzer_completes_without_errors(server, tmp_path):
+    perf = ensure_triton_home()
+    binary = __import__("pathlib").Path(sys.executable).parent / "perf_analyzer"
+    export = tmp_path / "perf.json"
+    cmd = [str(binary), "-m", MODEL, "-u", server.grpc_url, "-i", "grpc", "--shape", "INPUT:1,28,28",
+           "--request-parameter", "slo_ms:200:int", "--concurrency-range", "2", "--measurement-interval", "1500",
+           "--profile-export-file", str(export)]
+    result = subprocess.run(cmd, env=perf_analyzer_env(perf), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Throughput:" in result.stdout
+    requests = [r for exp in json.loads(export.read_text())["experiments"] for r in exp["requests"]]
+    assert len(requests) > 10
