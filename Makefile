@@ -49,6 +49,14 @@ test: setup model  ## the whole test suite, integration tests against a real tri
 bench-micro: setup model  ## SubNetAct micro-benchmark: actuation time, in-place vs extracted latency, memory
 	$(PY) -m superserve.tools.bench_micro --out results/bench_micro.json
 
+RATE ?= 100
+SLO_MS ?= 50
+perf: setup  ## perf_analyzer against a running server (RATE=req/s, SLO_MS; TRACE=trace.json replays a trace)
+	$(PY) -m superserve_client.perf --url 127.0.0.1:$(GRPC_PORT) --slo-ms $(SLO_MS) $(if $(TRACE),--trace $(TRACE),--rate $(RATE))
+
+bench: setup model  ## headline benchmark: SlackFit vs fixed models (QUICK=1: smaller grid, ~5 min)
+	$(PY) -m superserve_client.bench --out results/bench $(if $(QUICK),--quick,)
+
 clean:  ## remove caches and results (keeps the venv and the model)
 	rm -rf results .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

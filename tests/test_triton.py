@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import urllib.request
 
 import numpy as np
@@ -93,10 +92,10 @@ def test_subnet_pin_and_accuracy_floor(server, protocol, held_out, profile):
     fastest = profile["subnets"][0]["latency_ms"]["1"] + 1.0  # tight: SlackFit would pick a fast SubNet
     for _ in range(3):
         _, _, accuracies = infer(server, protocol, images[:1], {"min_accuracy": floor, "slo_ms": 5000})
-        assert accuracies[0] >= floor
+        assert accuracies[0] >= floor - 1e-6
     try:
         _, _, accuracies = infer(server, protocol, images[:1], {"min_accuracy": floor, "slo_ms": fastest})
-        assert accuracies[0] >= floor
+        assert accuracies[0] >= floor - 1e-6
     except InferenceServerException as exc:  # or refused when no allowed SubNet can make it
         assert "deadline cannot be met" in str(exc)
 
@@ -162,14 +161,14 @@ def test_metrics_are_exported(server, held_out):
 
 
 def test_perf_analyzer_completes_without_errors(server, tmp_path):
-    perf = ensure_triton_home()
-    binary = __import__("pathlib").Path(sys.executable).parent / "perf_analyzer"
+    from superserve_client.perf import perf_command, write_input_data
+
     export = tmp_path / "perf.json"
-    cmd = [str(binary), "-m", MODEL, "-u", server.grpc_url, "-i", "grpc", "--shape", "INPUT:1,28,28",
-           "--request-parameter", "slo_ms:200:int", "--concurrency-range", "2", "--measurement-interval", "1500",
-           "--profile-export-file", str(export)]
-    result = subprocess.run(cmd, env=perf_analyzer_env(perf), capture_output=True, text=True, timeout=300)
+    cmd = perf_command(server.grpc_url, 200, write_input_data(tmp_path / "input.json"), rate=100,
+                       interval_ms=2000, export=export)
+    result = subprocess.run(cmd, env=perf_analyzer_env(ensure_triton_home()), capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Throughput:" in result.stdout
+    assert "Throughput:" in result.stdout and "error" not in result.stdout.lower()
     requests = [r for exp in json.loads(export.read_text())["experiments"] for r in exp["requests"]]
-    assert len(requests) > 10
+    assert len(requests) > 50

@@ -12,12 +12,17 @@ import glob
 import importlib.util
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 import sysconfig
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TritonHome", "ensure_triton_home", "server_command", "server_env", "perf_analyzer_env", "REPO_ROOT"]
+__all__ = ["TritonHome", "ensure_triton_home", "server_command", "server_env", "perf_analyzer_env", "REPO_ROOT",
+           "ServerProcess", "start_server", "free_ports"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HOME = REPO_ROOT / ".tools" / "tritonserver"
@@ -105,6 +110,78 @@ def server_command(home: TritonHome, model_repository: Path, http_port: int = 80
         "--log-verbose=0",
         *(extra or []),
     ]
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class ServerProcess:
+    """A tritonserver started by ``start_server`` (tests, benchmarks); ``stop`` sends SIGTERM."""
+
+    process: subprocess.Popen
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    log: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def stop(self, timeout_s: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(model_repository: Path, log: Path, timeout_s: float = 180,
+                 extra: list[str] | None = None) -> ServerProcess:
+    """Start tritonserver on free loopback ports and wait until every model is ready (polling)."""
+    import urllib.request
+
+    home = ensure_triton_home()
+    http, grpc, metrics = free_ports(3)
+    cmd = server_command(home, Path(model_repository).resolve(), http, grpc, metrics, extra=extra)
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        process = subprocess.Popen(cmd, env=server_env(home), stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    server = ServerProcess(process, http, grpc, metrics, Path(log))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"tritonserver exited with {process.returncode}:\n{Path(log).read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready", timeout=2) as r:
+                if r.status == 200:
+                    return server
+        except OSError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"tritonserver not ready after {timeout_s} s:\n{Path(log).read_text()[-4000:]}")
 
 
 def main(argv: list[str] | None = None) -> None:

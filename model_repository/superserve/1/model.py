@@ -16,9 +16,6 @@ from superserve.serving.config import parse_config
 from superserve.serving.core import SuperServeCore
 from superserve.serving.metrics import OUTCOMES, Metrics
 
-_FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-_CODES = {"invalid": pb_utils.TritonError.INVALID_ARG, "unavailable": pb_utils.TritonError.UNAVAILABLE,
-          "internal": pb_utils.TritonError.INTERNAL}
 
 
 class _Transport:
@@ -26,6 +23,10 @@ class _Transport:
 
     def __init__(self):
         self._labels = {}  # (subnet, n) -> (SUBNET, ACCURACY) arrays, reused across requests
+        # pb_utils' error codes exist only once the stub runs the model (not while it auto-completes the config)
+        self._final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        self._codes = {"invalid": pb_utils.TritonError.INVALID_ARG,
+                       "unavailable": pb_utils.TritonError.UNAVAILABLE, "internal": pb_utils.TritonError.INTERNAL}
 
     def send_result(self, sender, logits, subnet, accuracy):
         n = logits.shape[0]
@@ -36,11 +37,11 @@ class _Transport:
         response = pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor("LOGITS", logits), pb_utils.Tensor("SUBNET", labels[0]),
             pb_utils.Tensor("ACCURACY", labels[1])])
-        sender.send(response, flags=_FINAL)
+        sender.send(response, flags=self._final)
 
     def send_error(self, sender, code, message):
-        error = pb_utils.TritonError(message, _CODES[code])
-        sender.send(pb_utils.InferenceResponse(output_tensors=[], error=error), flags=_FINAL)
+        error = pb_utils.TritonError(message, self._codes[code])
+        sender.send(pb_utils.InferenceResponse(output_tensors=[], error=error), flags=self._final)
 
     def is_cancelled(self, sender):
         return sender.is_cancelled()

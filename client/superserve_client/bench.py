@@ -1,0 +1,281 @@
+"""The headline benchmark: SlackFit vs fixed-model serving and the other policies, on the same traces,
+against one real tritonserver. Writes JSON, a Markdown table and plots.
+
+    .venv/bin/python -m superserve_client.bench --out results/bench [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import threading
+import time
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from superserve.tritonenv import REPO_ROOT, start_server
+
+from .metrics import summarise
+from .replay import replay_sync
+from .traces import Trace, azure_functions, bursty
+
+__all__ = ["main", "systems_for", "make_bench_repository", "compare_to_fixed"]
+
+MODEL_DIR = REPO_ROOT / "model_repository" / "superserve"
+ARTEFACTS = ("model.py", "supernet.pt", "subnet_norm.pt", "profile.json")
+
+
+def make_bench_repository(out: Path, policies=("slackfit", "maxacc", "maxbatch")) -> Path:
+    """A model repository with one model per policy, all sharing the built artefacts (symlinks)."""
+    repo = out / "model_repository"
+    if repo.exists():
+        shutil.rmtree(repo)
+    config = (MODEL_DIR / "config.pbtxt").read_text()
+    for policy in policies:
+        name = "superserve" if policy == "slackfit" else f"superserve_{policy}"
+        version = repo / name / "1"
+        version.mkdir(parents=True)
+        text = re.sub(r'name: "superserve"', f'name: "{name}"', config)
+        text = re.sub(r'(key: "policy" value: \{ string_value: )"[^"]*"', rf'\1"{policy}"', text)
+        (repo / name / "config.pbtxt").write_text(text)
+        for artefact in ARTEFACTS:
+            (version / artefact).symlink_to((MODEL_DIR / "1" / artefact).resolve())
+    return repo
+
+
+def systems_for(profile: dict) -> list[tuple[str, str, dict]]:
+    """(label, model, request parameters): SlackFit, MaxAcc, MaxBatch, INFaaS, six Clipper+ models."""
+    n = len(profile["subnets"])
+    six = sorted({round(i * (n - 1) / 5) for i in range(6)})
+    systems = [("SlackFit", "superserve", {}), ("MaxAcc", "superserve_maxacc", {}),
+               ("MaxBatch", "superserve_maxbatch", {}), ("INFaaS", "superserve", {"subnet": 0})]
+    systems += [(f"Clipper+ {profile['subnets'][i]['accuracy']:.3f}", "superserve", {"subnet": i}) for i in six]
+    return systems
+
+
+def capacity(profile: dict, index: int) -> float:
+    """Requests/s one SubNet sustains at the largest batch, from the profile."""
+    b = profile["max_batch_size"]
+    return b / profile["subnets"][index]["latency_ms"][str(b)] * 1e3
+
+
+class _MetricsPoller(threading.Thread):
+    """Samples the server's batch-size histogram while a trace runs: mean batch size over time."""
+
+    def __init__(self, url: str, period_s: float = 0.5):
+        super().__init__(daemon=True)
+        self.url, self.period_s = url, period_s
+        self.samples: list[tuple[float, float, float]] = []
+        self.stop_event = threading.Event()
+
+    def _read(self) -> tuple[float, float]:
+        text = urllib.request.urlopen(self.url, timeout=2).read().decode()
+        total = count = 0.0
+        for line in text.splitlines():
+            if line.startswith("superserve_batch_size_sum"):
+                total += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("superserve_batch_size_count"):
+                count += float(line.rsplit(" ", 1)[1])
+        return total, count
+
+    def run(self):
+        start = time.perf_counter()
+        while not self.stop_event.wait(self.period_s):
+            try:
+                self.samples.append((time.perf_counter() - start, *self._read()))
+            except OSError:
+                pass
+
+
+def compare_to_fixed(rows: list[dict]) -> dict:
+    """Paper-style figures against the best fixed choice (Clipper+): accuracy gain at equal-or-better
+    attainment, and attainment ratio at equal-or-better accuracy."""
+    slack = next(r for r in rows if r["system"] == "SlackFit")
+    fixed = [r for r in rows if r["system"].startswith("Clipper+")]
+    at_least_attainment = [r for r in fixed if r["slo_attainment"] >= slack["slo_attainment"] - 1e-9]
+    at_least_accuracy = [r for r in fixed if r["mean_serving_accuracy"] >= slack["mean_serving_accuracy"] - 1e-9]
+    out = {}
+    if at_least_attainment:
+        best = max(at_least_attainment, key=lambda r: r["mean_serving_accuracy"])
+        out["accuracy_gain_points_at_equal_attainment"] = 100 * (slack["mean_serving_accuracy"] -
+                                                                  best["mean_serving_accuracy"])
+        out["vs_fixed_for_accuracy_gain"] = best["system"]
+    if at_least_accuracy:
+        best = max(at_least_accuracy, key=lambda r: r["slo_attainment"])
+        out["attainment_ratio_at_equal_accuracy"] = slack["slo_attainment"] / max(best["slo_attainment"], 1e-9)
+        out["vs_fixed_for_attainment_ratio"] = best["system"]
+    dominated_by = [r["system"] for r in rows if r is not slack and
+                    r["slo_attainment"] >= slack["slo_attainment"] and
+                    r["mean_serving_accuracy"] >= slack["mean_serving_accuracy"] and
+                    (r["slo_attainment"], r["mean_serving_accuracy"]) != (slack["slo_attainment"],
+                                                                           slack["mean_serving_accuracy"])]
+    out["slackfit_dominated_by"] = dominated_by
+    return out
+
+
+def build_traces(profile: dict, quick: bool, duration_s: float, seed: int) -> list[Trace]:
+    """Loads relative to the most accurate SubNet's capacity, from comfortably below it to above it."""
+    top = capacity(profile, len(profile["subnets"]) - 1)
+    traces = [azure_functions(mean_rate=0.8 * top, duration_s=duration_s, seed=seed)]
+    loads = (1.2,) if quick else (0.7, 1.4)
+    cv2s = (8,) if quick else (2, 8)
+    for load in loads:
+        for cv2 in cv2s:
+            rate = load * top  # half steady, half gamma-bursty, as in the paper's traces
+            traces.append(bursty(rate / 2, rate / 2, cv2, duration_s, seed=seed))
+    return traces
+
+
+def plot(results: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    traces = results["traces"]
+    fig, axes = plt.subplots(1, len(traces), figsize=(5 * len(traces), 4.2), squeeze=False)
+    for ax, trace in zip(axes[0], traces):
+        for row in trace["rows"]:
+            label = row["system"]
+            style = dict(marker="*", s=220, c="tab:red", zorder=5) if label == "SlackFit" else (
+                dict(marker="o", s=50, c="tab:gray") if label.startswith("Clipper+") else dict(marker="s", s=60))
+            ax.scatter(row["mean_serving_accuracy"] * 100, row["slo_attainment"], label=label, **style)
+        ax.set_title(trace["name"], fontsize=9)
+        ax.set_xlabel("mean serving accuracy (%)")
+        ax.set_ylabel("SLO attainment")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    path = out / "attainment_vs_accuracy.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+
+    dyn = results.get("dynamics")
+    if dyn:
+        fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
+        axes[0].plot(dyn["t_s"], dyn["arrival_rate"], c="tab:blue")
+        axes[0].set_ylabel("arrivals / s")
+        axes[1].plot(dyn["t_s"], np.asarray(dyn["accuracy"]) * 100, c="tab:green")
+        axes[1].set_ylabel("served accuracy (%)")
+        axes[2].plot(dyn["batch_t_s"], dyn["batch_size"], c="tab:purple")
+        axes[2].set_ylabel("mean batch size")
+        axes[2].set_xlabel("time (s)")
+        axes[0].set_title(f"SlackFit dynamics on {dyn['trace']}")
+        fig.tight_layout()
+        path = out / "dynamics.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def dynamics(trace: Trace, records, poller: _MetricsPoller, bin_s: float) -> dict:
+    t, rate = trace.rate_series(bin_s)
+    scheduled = np.array([r.scheduled_s for r in records])
+    acc = np.array([r.accuracy if r.outcome == "on_time" else np.nan for r in records])
+    idx = np.minimum((scheduled / bin_s).astype(int), len(t) - 1)
+    accuracy = [float(np.nanmean(acc[idx == i])) if np.any(~np.isnan(acc[idx == i])) else float("nan")
+                for i in range(len(t))]
+    samples = np.array(poller.samples) if poller.samples else np.zeros((0, 3))
+    batch_t, batch = [], []
+    for a, b in zip(samples[:-1], samples[1:]):
+        if b[2] > a[2]:
+            batch_t.append(float(b[0]))
+            batch.append(float((b[1] - a[1]) / (b[2] - a[2])))
+    return {"trace": trace.name, "t_s": t.tolist(), "arrival_rate": rate.tolist(), "accuracy": accuracy,
+            "batch_t_s": batch_t, "batch_size": batch}
+
+
+def markdown(results: dict) -> str:
+    lines = [f"SLO {results['slo_ms']:.1f} ms for every request; {results['duration_s']:.0f} s per run; "
+             f"loads relative to the most accurate SubNet's capacity ({results['top_capacity_rps']:.0f} req/s).", ""]
+    for trace in results["traces"]:
+        lines += [f"### {trace['name']} (mean {trace['mean_rate']:.0f} req/s, {trace['requests']} requests)", "",
+                  "| system | SLO attainment | mean serving accuracy | p99 latency (ms) | shed | late |",
+                  "|---|---|---|---|---|---|"]
+        for r in trace["rows"]:
+            lines.append(f"| {r['system']} | {r['slo_attainment']:.4f} | {100 * r['mean_serving_accuracy']:.2f}% | "
+                         f"{r['latency_ms']['p99']:.1f} | {r['outcomes']['shed']} | {r['outcomes']['late']} |")
+        c = trace["vs_fixed"]
+        parts = []
+        if "accuracy_gain_points_at_equal_attainment" in c:
+            parts.append(f"+{c['accuracy_gain_points_at_equal_attainment']:.2f} points accuracy at equal attainment "
+                         f"(vs {c['vs_fixed_for_accuracy_gain']})")
+        if "attainment_ratio_at_equal_accuracy" in c:
+            parts.append(f"{c['attainment_ratio_at_equal_accuracy']:.2f}x attainment at equal accuracy "
+                         f"(vs {c['vs_fixed_for_attainment_ratio']})")
+        parts.append("SlackFit dominated by: " + (", ".join(c["slackfit_dominated_by"]) or "none"))
+        lines += ["", "; ".join(parts) + ".", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tqdm import tqdm
+
+    from superserve.data import load_digits
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench")
+    p.add_argument("--quick", action="store_true", help="a smaller grid (about 5 minutes)")
+    p.add_argument("--duration-s", type=float, default=None, help="seconds per run (default 20, quick 8)")
+    p.add_argument("--slo-ms", type=float, default=None,
+                   help="SLO for all requests (default: 2x the most accurate SubNet's batch-16 latency)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    profile = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
+    duration = args.duration_s or (8.0 if args.quick else 20.0)
+    b = str(profile["max_batch_size"])
+    slo_ms = args.slo_ms or round(2 * profile["subnets"][-1]["latency_ms"][b], 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    traces = build_traces(profile, args.quick, duration, args.seed)
+    for trace in traces:
+        trace.save(args.out / "traces" / f"{trace.name}.json")
+    systems = systems_for(profile)
+    images = load_digits().held_out_x.numpy()
+    repo = make_bench_repository(args.out)
+    server = start_server(repo, args.out / "server.log")
+    results = {"slo_ms": slo_ms, "duration_s": duration, "top_capacity_rps": capacity(profile, len(profile["subnets"]) - 1),
+               "profile_threads": profile.get("threads"), "traces": []}
+    try:
+        bar = tqdm(total=len(traces) * len(systems), desc="benchmark runs", unit="run")
+        for t_index, trace in enumerate(traces):
+            rows = []
+            for label, model, params in systems:
+                bar.set_postfix_str(f"{trace.name} / {label}")
+                poller = _MetricsPoller(server.metrics_url)
+                watch = t_index == 0 and label == "SlackFit"
+                if watch:
+                    poller.start()
+                records = replay_sync(trace, server.grpc_url, slo_ms, images, params, model=model)
+                if watch:
+                    poller.stop_event.set()
+                    poller.join()
+                    results["dynamics"] = dynamics(trace, records, poller, bin_s=max(duration / 40, 0.25))
+                    (args.out / "records_slackfit.json").write_text(json.dumps([asdict(r) for r in records]))
+                rows.append({"system": label, "model": model, "parameters": params, **summarise(records, slo_ms)})
+                bar.update(1)
+                time.sleep(0.5)  # let the server drain before the next run
+            results["traces"].append({"name": trace.name, "params": trace.params, "mean_rate": trace.mean_rate,
+                                      "requests": len(trace.arrivals_s), "rows": rows,
+                                      "vs_fixed": compare_to_fixed(rows)})
+        bar.close()
+    finally:
+        server.stop()
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    table = markdown(results)
+    (args.out / "results.md").write_text(table)
+    paths = plot(results, args.out)
+    print(table)
+    print("plots: " + ", ".join(str(p) for p in paths))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Run perf_analyzer (from the pinned tritonclient wheel) against a running SuperServe server.
+
+Over gRPC with ``--request-parameter slo_ms:...``; a Poisson rate, or a saved trace replayed through
+``--request-intervals`` as a second, independent client.
+
+    .venv/bin/python -m superserve_client.perf --rate 200 --slo-ms 30
+    .venv/bin/python -m superserve_client.perf --trace results/bench/traces/<name>.json --slo-ms 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from superserve.tritonenv import ensure_triton_home, perf_analyzer_env
+
+from .traces import Trace
+
+__all__ = ["perf_command", "write_input_data", "main"]
+
+
+def write_input_data(path: Path, count: int = 32) -> Path:
+    """Real held-out digits as perf_analyzer ``--input-data`` (its random FP32 data holds NaN bit patterns,
+    which the server rightly refuses)."""
+    from superserve.data import load_digits
+
+    images = load_digits().held_out_x[:count].numpy()
+    data = [{"INPUT": {"content": [round(float(v), 4) for v in image.ravel()], "shape": list(image.shape)}}
+            for image in images]
+    Path(path).write_text(json.dumps({"data": data}))
+    return Path(path)
+
+
+def perf_command(url: str, slo_ms: float, input_data: Path, rate: float | None = None,
+                 intervals: Path | None = None, interval_ms: int = 5000, export: Path | None = None,
+                 model: str = "superserve") -> list[str]:
+    """perf_analyzer over gRPC with an SLO parameter: at a Poisson ``rate``, on ``intervals``, or (neither)
+    at concurrency 1."""
+    binary = Path(sys.executable).parent / "perf_analyzer"
+    cmd = [str(binary), "-m", model, "-u", url, "-i", "grpc", "--input-data", str(input_data),
+           "--request-parameter", f"slo_ms:{int(round(slo_ms))}:int", "--measurement-interval", str(interval_ms),
+           "--stability-percentage", "50", "--max-trials", "3"]
+    if intervals is not None:
+        cmd += ["--request-intervals", str(intervals)]
+    elif rate is not None:
+        cmd += ["--request-rate-range", f"{rate:g}", "--request-distribution", "poisson"]
+    if export is not None:
+        cmd += ["--profile-export-file", str(export)]
+    return cmd
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", default="127.0.0.1:8001", help="gRPC address of the server")
+    p.add_argument("--slo-ms", type=float, default=50.0, help="integer milliseconds on the wire")
+    load = p.add_mutually_exclusive_group()
+    load.add_argument("--rate", type=float, default=100.0, help="Poisson request rate (req/s)")
+    load.add_argument("--trace", type=Path, help="replay a saved trace (superserve_client.traces JSON)")
+    p.add_argument("--measurement-ms", type=int, default=5000)
+    p.add_argument("--export", type=Path, default=None, help="perf_analyzer per-request timestamps (JSON)")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        intervals = None
+        if args.trace:
+            intervals = Path(tmp) / "intervals.txt"
+            Trace.load(args.trace).write_request_intervals(intervals)
+        data = write_input_data(Path(tmp) / "input.json")
+        cmd = perf_command(args.url, args.slo_ms, data, None if args.trace else args.rate, intervals,
+                           args.measurement_ms, args.export)
+        sys.exit(subprocess.call(cmd, env=perf_analyzer_env(ensure_triton_home())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The discrete-event simulator: same policies, profiled latencies, one record per arrival."""
+
+import numpy as np
+import pytest
+
+from superserve.scheduler import Profile, make_policy
+from superserve.simulator import simulate
+
+PROFILE = Profile.from_dict({"max_batch_size": 4, "subnets": [
+    {"accuracy": 0.90, "latency_ms": {"1": 1.0, "2": 1.2, "3": 1.4, "4": 1.6}},
+    {"accuracy": 0.99, "latency_ms": {"1": 4.0, "2": 6.0, "3": 8.0, "4": 10.0}}]})
+
+
+def test_light_load_is_served_on_time_by_the_accurate_subnet():
+    arrivals = np.arange(0, 1, 0.02)  # 50 req/s, far below capacity
+    records = simulate(arrivals, make_policy("slackfit", PROFILE, num_buckets=8), slo_ms=20)
+    assert len(records) == 50 and all(r.outcome == "on_time" and r.subnet == 1 for r in records)
+    assert all(r.latency_ms == pytest.approx(4.0) for r in records)
+
+
+def test_overload_moves_slackfit_to_the_fast_subnet_while_a_fixed_model_falls_behind():
+    arrivals = np.arange(0, 1, 1 / 1000)  # 1000 req/s: SubNet 1 sustains 400, SubNet 0 2500
+    slack = simulate(arrivals, make_policy("slackfit", PROFILE, num_buckets=8), slo_ms=20)
+    fixed = simulate(arrivals, make_policy("fixed:1", PROFILE), slo_ms=20)
+    assert len(slack) == len(fixed) == 1000
+    attainment = lambda rs: sum(r.outcome == "on_time" for r in rs) / len(rs)
+    assert attainment(slack) > 0.99 and attainment(fixed) < 0.6
+    assert {r.subnet for r in slack if r.outcome == "on_time"} >= {0}
+
+
+def test_more_workers_serve_more():
+    arrivals = np.arange(0, 1, 1 / 1000)
+    one = simulate(arrivals, make_policy("fixed:1", PROFILE), slo_ms=20, workers=1)
+    three = simulate(arrivals, make_policy("fixed:1", PROFILE), slo_ms=20, workers=3)
+    on_time = lambda rs: sum(r.outcome == "on_time" for r in rs)
+    assert on_time(three) > 2 * on_time(one)
+
+
+def test_impossible_slo_is_shed_at_arrival():
+    records = simulate([0.0, 0.1], make_policy("slackfit", PROFILE), slo_ms=0.5)
+    assert [r.outcome for r in records] == ["shed", "shed"]

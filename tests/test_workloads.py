@@ -1,0 +1,89 @@
+"""Trace generators (rates and CV^2 measured on generated traces, seeds, Azure parsing) and metrics."""
+
+import numpy as np
+import pytest
+
+from superserve_client.metrics import summarise
+from superserve_client.replay import Record
+from superserve_client.traces import Trace, azure_functions, azure_minute_counts, bursty, time_varying
+
+
+def _cv2(arrivals):
+    gaps = np.diff(arrivals)
+    return gaps.var() / gaps.mean() ** 2
+
+
+@pytest.mark.parametrize("cv2", [2, 4, 8])
+def test_bursty_variable_stream_has_the_rate_and_cv2_asked_for(cv2):
+    trace = bursty(0, 200, cv2, duration_s=600, seed=1)
+    assert trace.mean_rate == pytest.approx(200, rel=0.1)
+    assert _cv2(trace.arrivals_s) == pytest.approx(cv2, rel=0.25)
+
+
+def test_bursty_base_stream_is_steady_and_streams_add_up():
+    base = bursty(100, 0, 0, duration_s=10, seed=0)
+    assert _cv2(base.arrivals_s) < 1e-6 and len(base.arrivals_s) == 1000
+    both = bursty(100, 50, 4, duration_s=200, seed=0)
+    assert both.mean_rate == pytest.approx(150, rel=0.1)
+    assert np.all(np.diff(both.arrivals_s) >= 0) and both.arrivals_s[-1] < 200
+
+
+def test_seeds_reproduce_traces_and_differ_between_seeds():
+    a, b, c = (bursty(50, 50, 8, 20, seed=s) for s in (3, 3, 4))
+    np.testing.assert_array_equal(a.arrivals_s, b.arrivals_s)
+    assert len(a.arrivals_s) != len(c.arrivals_s) or not np.array_equal(a.arrivals_s, c.arrivals_s)
+
+
+def test_time_varying_ramps_at_the_given_acceleration():
+    trace = time_varying(100, 300, acceleration=20, cv2=2, duration_s=40, seed=2)
+    starts, rates = trace.rate_series(2.0)
+    assert rates[:2].mean() == pytest.approx(120, rel=0.25)  # around t=2 s: 100 + 20 * 2
+    assert rates[-5:].mean() == pytest.approx(300, rel=0.15)  # ramp done after 10 s
+    assert _cv2(trace.arrivals_s[trace.arrivals_s > 15]) == pytest.approx(2, rel=0.3)
+
+
+def test_azure_sample_parses_to_one_day_of_minute_totals():
+    counts = azure_minute_counts()
+    assert counts.shape == (1440,)
+    assert counts.mean() == pytest.approx(8083, rel=0.01)  # the sample's documented figures
+    assert counts.min() == 4098 and counts.max() == 45514
+
+
+def test_azure_trace_keeps_the_shape_at_the_target_rate():
+    trace = azure_functions(mean_rate=500, duration_s=120, seed=0)
+    assert trace.mean_rate == pytest.approx(500, rel=0.05)
+    counts = azure_minute_counts()
+    _, rates = trace.rate_series(120 / 1440 * 60)  # 60 compressed minutes per bin
+    expected = counts.reshape(24, 60).mean(1) / counts.mean() * 500
+    assert np.corrcoef(rates[:24], expected)[0, 1] > 0.95
+
+
+def test_trace_files_and_perf_analyzer_intervals_round_trip(tmp_path):
+    trace = bursty(10, 10, 2, 5, seed=0)
+    trace.save(tmp_path / "t.json")
+    loaded = Trace.load(tmp_path / "t.json")
+    np.testing.assert_allclose(loaded.arrivals_s, trace.arrivals_s, atol=1e-6)
+    trace.write_request_intervals(tmp_path / "intervals.txt")
+    gaps_us = np.loadtxt(tmp_path / "intervals.txt")
+    np.testing.assert_allclose(np.cumsum(gaps_us) / 1e6, trace.arrivals_s, atol=1e-3)
+
+
+@pytest.mark.parametrize("bad", [dict(base_rate=-1), dict(cv2=float("nan")), dict(duration_s=float("inf"))])
+def test_trace_parameters_are_checked(bad):
+    args = dict(base_rate=1.0, variable_rate=1.0, cv2=2.0, duration_s=1.0) | bad
+    with pytest.raises(ValueError, match="finite number"):
+        bursty(**args)
+
+
+def test_metrics_follow_the_paper_definitions():
+    records = [
+        Record(0.0, 0.1, 10.0, "on_time", 3, 0.98),
+        Record(0.1, 0.2, 12.0, "on_time", 1, 0.94),
+        Record(0.2, 0.3, 40.0, "late", 3, 0.98),
+        Record(0.3, 0.0, 0.5, "shed"),
+    ]
+    s = summarise(records, slo_ms=30)
+    assert s["slo_attainment"] == 0.5  # shed and late requests are misses
+    assert s["mean_serving_accuracy"] == pytest.approx(0.96)  # over on-time requests only
+    assert s["outcomes"] == {"on_time": 2, "late": 1, "shed": 1, "error": 0, "timeout": 0}
+    assert s["latency_ms"]["max"] == 40.0 and s["subnet_share"] == {"1": 0.5, "3": 0.5}
