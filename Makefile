@@ -12,7 +12,7 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 EPOCHS ?= 20
 
-.PHONY: help setup model serve test unit bench-micro perf bench soak clean distclean
+.PHONY: help setup model serve test unit bench-micro bench-server perf bench soak clean distclean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ test: setup model  ## the whole test suite, integration tests against a real tri
 
 bench-micro: setup model  ## SubNetAct micro-benchmark: actuation time, in-place vs extracted latency, memory
 	$(PY) -m superserve.tools.bench_micro --out results/bench_micro.json
+
+bench-server: setup model  ## policy decision time, server overhead at low load, saturation throughput
+	$(PY) -m superserve.tools.bench_server --out results/bench_server.json
 
 RATE ?= 100
 SLO_MS ?= 50

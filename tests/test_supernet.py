@@ -201,3 +201,25 @@ def test_subnet_norm_state_round_trips(mnist_net, tmp_path):
     with pytest.raises(ValueError, match="lack 1 layers"):
         other.load_subnet_norm_state(bad)
     net.set_subnet_norm({})
+
+
+def test_inference_plans_compute_the_same_with_views_of_the_stored_weights(mnist_net):
+    net = mnist_net
+    rng = random.Random(4)
+    subnets = [MNIST_RESNET.smallest(), MNIST_RESNET.largest()] + [MNIST_RESNET.sample(rng) for _ in range(8)]
+    net.set_subnet_norm({s.id: net.calibrate(s, [torch.rand(32, 1, 28, 28)]) for s in subnets[::2]})
+    storages = {p.untyped_storage().data_ptr() for p in net.parameters()} | {
+        b.untyped_storage().data_ptr() for b in net.buffers()}
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        for subnet in subnets:
+            plan = net.inference_plan(subnet)
+            assert plan.views is not None and net.inference_plan(subnet) is plan
+            for view in plan.views:  # every bound tensor shares the SuperNet's storage: no copies
+                for t in (view if isinstance(view, tuple) else (view,) if view is not None else ()):
+                    assert t.untyped_storage().data_ptr() in storages
+            net.actuate(plan)
+            fast = net(x)
+            net.actuate(subnet)
+            torch.testing.assert_close(fast, net(x), atol=0, rtol=0)
+    net.set_subnet_norm({})

@@ -65,7 +65,7 @@ def build(out: Path, candidates: int = 300, repeats: int = 7, threads: int = 1, 
     # 2. A quick latency at a middle batch size ranks the candidates; the Pareto front is kept.
     torch.set_num_threads(threads)
     example = data.held_out_x[:MAX_BATCH // 2]
-    quick = {s.id: latency_ms(net, example, repeats=3, plan=net.plan_for(s))
+    quick = {s.id: latency_ms(net, example, repeats=3, plan=net.inference_plan(s))
              for s in tqdm(subnets, desc="ranking SubNet latency", unit="subnet", disable=not progress)}
     remaining = list(subnets)
     served = []
@@ -79,7 +79,7 @@ def build(out: Path, candidates: int = 300, repeats: int = 7, threads: int = 1, 
     latencies = {}
     for subnet in tqdm(served, desc=f"profiling {len(served)} SubNets at batch 1..{MAX_BATCH}", unit="subnet",
                        disable=not progress):
-        plan = net.plan_for(subnet)
+        plan = net.inference_plan(subnet)
         latencies[subnet.id] = {str(b): round(latency_ms(net, data.held_out_x[:b], repeats, plan=plan), 4)
                                 for b in range(1, MAX_BATCH + 1)}
 

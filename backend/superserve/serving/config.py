@@ -21,6 +21,7 @@ class ServingConfig:
     margin_ms: float = 0.5  # reserved from each request's slack for dispatch and response overhead
     num_threads: int = 1  # torch intra-op threads of the model instance
     drain_timeout_s: float = 5.0  # on unload/shutdown, serve what is queued for at most this long
+    cancel_check_ms: float = 5.0  # requests queued at least this long are checked for client cancellation
 
 
 _BOUNDS = {
@@ -31,6 +32,7 @@ _BOUNDS = {
     "margin_ms": (0.0, 10_000.0),
     "num_threads": (1, 1024),
     "drain_timeout_s": (0.0, 3600.0),
+    "cancel_check_ms": (0.0, 3_600_000.0),
 }
 
 

@@ -26,6 +26,8 @@ __all__ = ["Transport", "SuperServeCore"]
 
 log = logging.getLogger(__name__)
 
+_SPEC_CACHE_SIZE = 1024
+
 
 class Transport(Protocol):
     def send_result(self, handle: Any, logits: np.ndarray, subnet: int, accuracy: float) -> None: ...
@@ -48,7 +50,7 @@ class SuperServeCore:
         self.input_shape = tuple(int(d) for d in profile["input_shape"])
         self.plans = []
         for i, entry in enumerate(profile["subnets"]):
-            plan = net.plan_for(net.space.parse(entry["config"]))
+            plan = net.inference_plan(net.space.parse(entry["config"]))
             if plan.norm_row < 0:
                 raise ValueError(f"profile SubNet {i} ({entry.get('id')}) has no SubnetNorm statistics in "
                                  "subnet_norm.pt: rebuild the model (`make model`)")
@@ -60,7 +62,8 @@ class SuperServeCore:
         self._warm_up()
         self.policy = make_policy(config.policy, self.profile, int(config.margin_ms * 1e6), config.num_buckets)
         self.dispatcher = Dispatcher(self.policy, self._run, self._reject, self._is_cancelled, config.max_queue,
-                                     self.metrics, clock, config.drain_timeout_s)
+                                     self.metrics, clock, config.drain_timeout_s, config.cancel_check_ms)
+        self._specs: dict[str, object] = {}  # parameters JSON -> RequestSpec or error text: clients repeat them
 
     @torch.inference_mode()
     def _warm_up(self) -> None:
@@ -73,7 +76,18 @@ class SuperServeCore:
     def submit(self, images: np.ndarray, parameters_json: str, handle: Any, arrival_ns: int) -> None:
         """Validate one request and queue it; a bad request is answered at once and alone."""
         try:
-            spec = parse_parameters(parameters_json, self.profile, self.config.default_slo_ms, self.config.max_slo_ms)
+            spec = self._specs.get(parameters_json)
+            if spec is None:
+                try:
+                    spec = parse_parameters(parameters_json, self.profile, self.config.default_slo_ms,
+                                            self.config.max_slo_ms)
+                except RequestError as exc:
+                    spec = str(exc)
+                if len(self._specs) >= _SPEC_CACHE_SIZE:
+                    self._specs.clear()
+                self._specs[parameters_json] = spec
+            if isinstance(spec, str):
+                raise RequestError(spec)
             check_images(images, self.input_shape, self.profile.max_batch)
         except RequestError as exc:
             self.metrics.outcome("error")

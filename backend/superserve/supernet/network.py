@@ -6,6 +6,7 @@ Module names follow OFA's ``OFAResNets`` (``input_stem``, ``blocks``, ``classifi
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 
 import torch
@@ -130,8 +131,14 @@ class ElasticResNet(nn.Module):
             stages.append(LayerSelect(stage_blocks, stage, cell))
         self.blocks = nn.ModuleList(blocks)
         self.stages = nn.ModuleList(stages)
-        self.classifier = nn.Sequential(OrderedDict([("linear", WeightSliceLinear(in_ch, space.num_classes))]))
+        self.classifier = nn.Sequential(OrderedDict([("linear", WeightSliceLinear(in_ch, space.num_classes,
+                                                                                     cell=cell))]))
+        ops = [m for m in self.modules() if isinstance(m, (WeightSliceConv2d, SubnetNorm, WeightSliceLinear))]
+        for index, op in enumerate(ops):
+            op.op = index
+        self._num_ops = len(ops)
         self._plans: dict[str, Plan] = {}
+        self._inference_plans: dict[str, Plan] = {}
         self.subnet_rows: dict[str, int] = {}
         self.actuate(space.largest())
 
@@ -142,6 +149,31 @@ class ElasticResNet(nn.Module):
         if plan is None:
             plan = compile_plan(self.space, subnet, self.subnet_rows.get(subnet.id, -1))
             self._plans[subnet.id] = plan
+        return plan
+
+    @torch.no_grad()
+    def inference_plan(self, subnet: SubNet) -> Plan:
+        """The plan with every operator's sliced views bound (one dry-run forward, once per SubNet).
+
+        For serving: views share the SuperNet's storage, so later in-place weight updates show through,
+        but they carry no autograd history; train with ``plan_for`` plans.
+        """
+        plan = self._inference_plans.get(subnet.id)
+        if plan is None:
+            plan = self.plan_for(subnet)
+            was_training = self.training
+            self.eval()
+            self.cell.recording = {}
+            try:
+                self.actuate(plan)
+                size = self.space.input_size
+                self(torch.zeros(1, self.space.in_channels, size, size))
+                recorded = self.cell.recording
+            finally:
+                self.cell.recording = None
+                self.train(was_training)
+            plan = dataclasses.replace(plan, views=tuple(recorded.get(i) for i in range(self._num_ops)))
+            self._inference_plans[subnet.id] = plan
         return plan
 
     def actuate(self, subnet: SubNet | Plan) -> None:
@@ -196,6 +228,7 @@ class ElasticResNet(nn.Module):
             layer.subnet_mean, layer.subnet_var = mean, var
         self.subnet_rows = {subnet_id: row for row, subnet_id in enumerate(ids)}
         self._plans.clear()
+        self._inference_plans.clear()
         self.actuate(self.space.largest())
 
     def subnet_norm_state(self) -> dict:
@@ -216,4 +249,5 @@ class ElasticResNet(nn.Module):
             layer.subnet_mean, layer.subnet_var = table[0].clone(), table[1].clone()
         self.subnet_rows = {subnet_id: row for row, subnet_id in enumerate(state["subnet_ids"])}
         self._plans.clear()
+        self._inference_plans.clear()
         self.actuate(self.space.largest())

@@ -3,6 +3,10 @@
 Every operator reads the active SubNet from one shared ``ActuationCell``. Actuating a SubNet is a
 single pointer swap of the cell's ``plan`` (O(1)); each operator looks up its own setting by slot
 when it runs. Weights are sliced as views of the stored tensors and are never copied.
+
+A plan compiled for serving also carries ``views``: each operator's sliced weights and statistics,
+recorded once by a dry-run forward, so that at serving time an operator does one tuple lookup instead
+of slicing four tensors (the views share the SuperNet's storage; nothing is copied).
 """
 
 from __future__ import annotations
@@ -29,13 +33,15 @@ class Plan:
     """Everything the operators need to run one SubNet, compiled once per SubNet.
 
     ``conv_out``: output channels per WeightSlice slot; ``stage_depths``: blocks run per stage;
-    ``norm_row``: row of the SubnetNorm tables, or -1 to use the sliced full-width running statistics.
+    ``norm_row``: row of the SubnetNorm tables, or -1 to use the sliced full-width running statistics;
+    ``views``: per operator, its pre-sliced tensors (inference only; None: slice at run time).
     """
 
     conv_out: tuple[int, ...]
     stage_depths: tuple[int, ...]
     run_stem_residual: bool
     norm_row: int
+    views: tuple | None = None
 
 
 class NormCalibration:
@@ -68,11 +74,12 @@ class NormCalibration:
 class ActuationCell:
     """The one mutable place that says which SubNet runs next; shared by all operators of a SuperNet."""
 
-    __slots__ = ("plan", "calibration")
+    __slots__ = ("plan", "calibration", "recording")
 
     def __init__(self) -> None:
         self.plan: Plan | None = None
         self.calibration: NormCalibration | None = None
+        self.recording: dict[int, object] | None = None  # op index -> views, during a dry run
 
 
 class WeightSliceConv2d(nn.Conv2d):
@@ -83,17 +90,34 @@ class WeightSliceConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False)
         self.cell = cell
         self.slot = slot
+        self.op = -1  # index into Plan.views, set by the SuperNet
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight[: self.cell.plan.conv_out[self.slot], : x.shape[1]]
+        plan = self.cell.plan
+        if plan.views is not None:
+            return F.conv2d(x, plan.views[self.op], None, self.stride, self.padding)
+        weight = self.weight[: plan.conv_out[self.slot], : x.shape[1]]
+        if self.cell.recording is not None:
+            self.cell.recording[self.op] = weight
         return F.conv2d(x, weight, None, self.stride, self.padding)
 
 
 class WeightSliceLinear(nn.Linear):
     """A full-size classifier that reads only as many input features as the active SubNet produces."""
 
+    def __init__(self, in_features: int, out_features: int, *, cell: ActuationCell) -> None:
+        super().__init__(in_features, out_features)
+        self.cell = cell
+        self.op = -1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight[:, : x.shape[1]], self.bias)
+        plan = self.cell.plan
+        if plan.views is not None:
+            return F.linear(x, plan.views[self.op], self.bias)
+        weight = self.weight[:, : x.shape[1]]
+        if self.cell.recording is not None:
+            self.cell.recording[self.op] = weight
+        return F.linear(x, weight, self.bias)
 
 
 class SubnetNorm(nn.BatchNorm2d):
@@ -106,10 +130,15 @@ class SubnetNorm(nn.BatchNorm2d):
     def __init__(self, num_features: int, *, cell: ActuationCell, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
         self.cell = cell
+        self.op = -1
         self.register_buffer("subnet_mean", torch.zeros(0, num_features), persistent=False)
         self.register_buffer("subnet_var", torch.ones(0, num_features), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plan = self.cell.plan
+        if plan.views is not None:
+            mean, var, weight, bias = plan.views[self.op]
+            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
         c = x.shape[1]
         weight, bias = self.weight[:c], self.bias[:c]
         calibration = self.cell.calibration
@@ -119,11 +148,14 @@ class SubnetNorm(nn.BatchNorm2d):
         if self.training:
             return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], weight, bias, True,
                                 self.momentum, self.eps)
-        row = self.cell.plan.norm_row
+        row = plan.norm_row
         if row >= 0:
-            return F.batch_norm(x, self.subnet_mean[row, :c], self.subnet_var[row, :c], weight, bias, False, 0.0,
-                                self.eps)
-        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], weight, bias, False, 0.0, self.eps)
+            mean, var = self.subnet_mean[row, :c], self.subnet_var[row, :c]
+        else:
+            mean, var = self.running_mean[:c], self.running_var[:c]
+        if self.cell.recording is not None:
+            self.cell.recording[self.op] = (mean, var, weight, bias)
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
 
 
 class LayerSelect(nn.Module):

@@ -40,7 +40,7 @@ def actuation_times_us(net, subnets, iterations: int) -> dict:
     """Time ``net.actuate`` on served SubNets given as descriptions (plan cached) and as compiled plans."""
     rng = random.Random(0)
     order = [rng.choice(subnets) for _ in range(iterations)]
-    plans = [net.plan_for(s) for s in order]
+    plans = [net.inference_plan(s) for s in order]
     result = {}
     for label, items in (("by_subnet", order), ("by_plan", plans)):
         times = []
@@ -64,7 +64,7 @@ def actuation_times_us(net, subnets, iterations: int) -> dict:
 def forward_ratio(net, subnet, batch: int, rounds: int) -> dict:
     """Median latency of the actuated SuperNet and of the extracted twin, measured interleaved."""
     twin = extract_subnet(net, subnet)
-    plan = net.plan_for(subnet)
+    plan = net.inference_plan(subnet)
     x = torch.rand(batch, *net_input_shape(net))
     for _ in range(5):
         net.actuate(plan)

@@ -5,6 +5,7 @@ every request exactly once through its response sender (non-decoupled model, res
 """
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import triton_python_backend_utils as pb_utils
 from superserve.build import load_supernet
 from superserve.serving.config import parse_config
 from superserve.serving.core import SuperServeCore
-from superserve.serving.metrics import OUTCOMES, Metrics
+from superserve.serving.metrics import HISTOGRAMS, OUTCOMES, MetricsBuffer
 
 
 
@@ -47,47 +48,54 @@ class _Transport:
         return sender.is_cancelled()
 
 
-class _PrometheusMetrics(Metrics):
-    """The core's metrics as Prometheus families on Triton's metrics port."""
+class _PrometheusExporter:
+    """Drains the core's metrics buffer into Prometheus families on Triton's metrics port, off the hot path."""
 
-    def __init__(self, model_name, subnets):
+    PERIOD_S = 0.5
+
+    def __init__(self, model_name, subnets, buffer):
         label = {"model": model_name}
-        self._families = [
-            pb_utils.MetricFamily("superserve_requests_total", "Requests by outcome", pb_utils.MetricFamily.COUNTER),
-            pb_utils.MetricFamily("superserve_subnet_samples_total", "Samples served per SubNet",
-                                  pb_utils.MetricFamily.COUNTER),
-            pb_utils.MetricFamily("superserve_served_accuracy", "Profiled accuracy of the SubNet of each batch",
-                                  pb_utils.MetricFamily.HISTOGRAM),
-            pb_utils.MetricFamily("superserve_batch_size", "Samples per dispatched batch",
-                                  pb_utils.MetricFamily.HISTOGRAM),
-            pb_utils.MetricFamily("superserve_slack_ms", "Head request's remaining slack at dispatch",
-                                  pb_utils.MetricFamily.HISTOGRAM),
-            pb_utils.MetricFamily("superserve_decision_us", "Policy decision time", pb_utils.MetricFamily.HISTOGRAM),
-            pb_utils.MetricFamily("superserve_queue_length", "Waiting requests", pb_utils.MetricFamily.GAUGE),
-        ]
-        requests, samples, accuracy, batch, slack, decision, queue = self._families
-        self._outcomes = {o: requests.Metric(labels={**label, "outcome": o}) for o in OUTCOMES}
-        self._samples = [samples.Metric(labels={**label, "subnet": str(i)}) for i in range(subnets)]
-        self._accuracy = accuracy.Metric(labels=label, buckets=[0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 1.0])
-        self._batch = batch.Metric(labels=label, buckets=[1, 2, 4, 8, 12, 16])
-        self._slack = slack.Metric(labels=label, buckets=[1, 2, 5, 10, 20, 50, 100, 1000])
-        self._decision = decision.Metric(labels=label, buckets=[1, 5, 10, 25, 50, 100, 1000])
-        self._queue = queue.Metric(labels=label)
+        family = pb_utils.MetricFamily
+        self._families = {  # kept referenced for the model's lifetime
+            "requests": family("superserve_requests_total", "Requests by outcome", family.COUNTER),
+            "samples": family("superserve_subnet_samples_total", "Samples served per SubNet", family.COUNTER),
+            "queue": family("superserve_queue_length", "Waiting requests", family.GAUGE),
+            "batch_size": family("superserve_batch_size", "Samples per dispatched batch", family.HISTOGRAM),
+            "served_accuracy": family("superserve_served_accuracy", "Profiled accuracy of each batch's SubNet",
+                                      family.HISTOGRAM),
+            "slack_ms": family("superserve_slack_ms", "Head request's remaining slack at dispatch", family.HISTOGRAM),
+            "decision_us": family("superserve_decision_us", "Policy decision time", family.HISTOGRAM),
+        }
+        buckets = {"batch_size": [1, 2, 4, 8, 12, 16], "served_accuracy": [0.9, 0.95, 0.97, 0.98, 0.99, 1.0],
+                   "slack_ms": [1, 2, 5, 10, 20, 50, 100, 1000], "decision_us": [1, 5, 10, 25, 50, 100, 1000]}
+        self._outcomes = {o: self._families["requests"].Metric(labels={**label, "outcome": o}) for o in OUTCOMES}
+        self._samples = [self._families["samples"].Metric(labels={**label, "subnet": str(i)}) for i in range(subnets)]
+        self._queue = self._families["queue"].Metric(labels=label)
+        self._histograms = {name: self._families[name].Metric(labels=label, buckets=buckets[name])
+                            for name in HISTOGRAMS}
+        self._buffer = buffer
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="superserve-metrics", daemon=True)
+        self._thread.start()
 
-    def outcome(self, outcome, count=1):
-        self._outcomes[outcome].increment(count)
+    def _run(self):
+        while not self._stop.wait(self.PERIOD_S):
+            self.flush()
 
-    def queue_length(self, length):
-        self._queue.set(length)
+    def flush(self):
+        snapshot = self._buffer.drain()
+        for outcome, count in snapshot.outcomes.items():
+            self._outcomes[outcome].increment(count)
+        for subnet, count in snapshot.samples.items():
+            self._samples[subnet].increment(count)
+        self._queue.set(snapshot.queue_length)
+        for name, value in snapshot.observations:
+            self._histograms[name].observe(value)
 
-    def decision(self, slack_ns, decision_ns):
-        self._slack.observe(slack_ns / 1e6)
-        self._decision.observe(decision_ns / 1e3)
-
-    def batch(self, subnet, size, accuracy):
-        self._samples[subnet].increment(size)
-        self._batch.observe(size)
-        self._accuracy.observe(accuracy)
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        self.flush()
 
 
 class TritonPythonModel:
@@ -100,8 +108,9 @@ class TritonPythonModel:
             net, profile = load_supernet(folder)
         except (ValueError, FileNotFoundError) as exc:
             raise pb_utils.TritonModelException(f"model {name!r} failed to load: {exc}") from exc
-        self.core = SuperServeCore(net, profile, config, _Transport(),
-                                   _PrometheusMetrics(name, len(profile["subnets"])))
+        buffer = MetricsBuffer()
+        self.core = SuperServeCore(net, profile, config, _Transport(), buffer)
+        self.exporter = _PrometheusExporter(name, len(profile["subnets"]), buffer)
         pb_utils.Logger.log_info(f"{name}: {len(profile['subnets'])} SubNets served, policy {config.policy}, "
                                  f"{config.num_threads} torch thread(s)")
 
@@ -116,4 +125,5 @@ class TritonPythonModel:
         return None
 
     def finalize(self):
-        self.core.close()
+        self.core.close()  # answers every queued request before returning
+        self.exporter.close()
