@@ -140,3 +140,12 @@ def test_policy_names_are_checked(spec, message):
 def test_profile_errors(data, message):
     with pytest.raises(ProfileError, match=message):
         Profile.from_dict(data)
+
+
+def test_serving_overhead_is_part_of_the_cost_model():
+    p = PROFILE.with_overhead(per_batch_ns=1 * MS, per_sample_ns=MS // 2)
+    assert p.latency_ns(0, 1) == int(2.5 * MS) and p.latency_ns(2, 4) == 13 * MS
+    assert PROFILE.with_overhead() is PROFILE
+    # with 0.5 ms per sample SubNet 0 no longer fits 4 samples in 2.5 ms: SlackFit sees the true cost
+    assert make_policy("maxbatch", PROFILE.with_overhead(0, MS // 2)).decide(_queue(2.5, 2.5, 2.5, 2.5), 0) == \
+        Decision(0, 2)

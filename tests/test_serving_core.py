@@ -108,7 +108,7 @@ class _Recorder:
         self.gate.wait(10)
         self.ran.append((decision.subnet, [r.payload for r in batch]))
 
-    def reject(self, request, message):
+    def reject(self, request, code, message):
         self.rejected.append((request.payload, message))
 
 
@@ -162,7 +162,8 @@ def test_cancelled_requests_are_never_run():
     rec.gate.set()
     d.close()
     served = [p for _, batch in rec.ran for p in batch]
-    assert "gone" not in served and served == ["blocker", "kept"] and not rec.rejected
+    assert "gone" not in served and served == ["blocker", "kept"]
+    assert rec.rejected == [("gone", "request cancelled by the client before it was computed")]
 
 
 # Core with a real (small, untrained) SuperNet -----------------------------------------------------
@@ -236,3 +237,23 @@ def test_core_refuses_a_profile_without_subnet_norm_statistics(served_net):
         __import__("random").Random(5)).to_dict())])
     with pytest.raises(ValueError, match="no SubnetNorm statistics"):
         SuperServeCore(net, other, ServingConfig(), _FakeTransport())
+
+
+def test_core_learns_the_per_sample_overhead_and_replans(served_net):
+    net, profile, _ = served_net
+    config = ServingConfig(overhead_per_sample_ms=0.1, overhead_adapt_rate=0.5)
+    core = SuperServeCore(net, profile, config, _FakeTransport())
+    try:
+        first_policy = core.dispatcher.policy
+        compute = core.compute_profile.latency_ns(1, 4)
+        for _ in range(10):  # batches of 4 that really take 1 ms per sample beyond compute
+            core._learn_overhead(1, 4, compute + 4_000_000)
+        assert core.overhead_ns == pytest.approx(1_000_000, rel=0.01)
+        assert core.dispatcher.policy is not first_policy
+        assert core.dispatcher.policy.profile.latency_ns(1, 4) == pytest.approx(compute + 4_000_000, rel=0.02)
+        fixed = SuperServeCore(net, profile, ServingConfig(overhead_adapt_rate=0.0), _FakeTransport())
+        fixed._learn_overhead(1, 4, compute + 40_000_000)
+        assert fixed.overhead_ns == 300_000
+        fixed.close()
+    finally:
+        core.close()

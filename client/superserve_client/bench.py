@@ -58,10 +58,23 @@ def systems_for(profile: dict) -> list[tuple[str, str, dict]]:
     return systems
 
 
-def capacity(profile: dict, index: int) -> float:
-    """Requests/s one SubNet sustains at the largest batch, from the profile."""
+def measure_capacity(server, profile: dict, work: Path, seconds: float = 4.0) -> dict:
+    """Saturation throughput (req/s) of the most accurate and the fastest SubNet, measured with
+    perf_analyzer on this machine now: the yardstick the loads are set against."""
+    from superserve.tools.bench_server import saturation
+
+    from .perf import write_input_data
+
+    data = write_input_data(work / "perf_input.json")
+    top = len(profile["subnets"]) - 1
+    return {"top_rps": saturation(server, data, 32, seconds, subnet=top)["throughput_rps"],
+            "fastest_rps": saturation(server, data, 32, seconds, subnet=0)["throughput_rps"]}
+
+
+def default_slo_ms(profile: dict, overhead_per_sample_ms: float, margin_ms: float) -> float:
+    """Twice the most accurate SubNet's cost at the largest batch under the serving cost model."""
     b = profile["max_batch_size"]
-    return b / profile["subnets"][index]["latency_ms"][str(b)] * 1e3
+    return round(2 * (profile["subnets"][-1]["latency_ms"][str(b)] + b * overhead_per_sample_ms + margin_ms), 1)
 
 
 class _MetricsPoller(threading.Thread):
@@ -118,9 +131,8 @@ def compare_to_fixed(rows: list[dict]) -> dict:
     return out
 
 
-def build_traces(profile: dict, quick: bool, duration_s: float, seed: int) -> list[Trace]:
-    """Loads relative to the most accurate SubNet's capacity, from comfortably below it to above it."""
-    top = capacity(profile, len(profile["subnets"]) - 1)
+def build_traces(top: float, quick: bool, duration_s: float, seed: int) -> list[Trace]:
+    """Loads relative to the most accurate SubNet's measured capacity ``top``, from below it to above it."""
     traces = [azure_functions(mean_rate=0.8 * top, duration_s=duration_s, seed=seed)]
     loads = (1.2,) if quick else (0.7, 1.4)
     cv2s = (8,) if quick else (2, 8)
@@ -194,9 +206,16 @@ def dynamics(trace: Trace, records, poller: _MetricsPoller, bin_s: float) -> dic
             "batch_t_s": batch_t, "batch_size": batch}
 
 
+def _pbtxt_parameters(text: str) -> dict[str, str]:
+    """The ``parameters`` of a config.pbtxt (our own file; a regex is enough for its one-line form)."""
+    return dict(re.findall(r'parameters:\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', text))
+
+
 def markdown(results: dict) -> str:
-    lines = [f"SLO {results['slo_ms']:.1f} ms for every request; {results['duration_s']:.0f} s per run; "
-             f"loads relative to the most accurate SubNet's capacity ({results['top_capacity_rps']:.0f} req/s).", ""]
+    cap = results["capacity"]
+    lines = [f"SLO {results['slo_ms']:.1f} ms for every request; {results['duration_s']:.0f} s per run; loads relative "
+             f"to the most accurate SubNet's measured capacity ({cap['top_rps']:.0f} req/s; the fastest SubNet's: "
+             f"{cap['fastest_rps']:.0f} req/s).", ""]
     for trace in results["traces"]:
         lines += [f"### {trace['name']} (mean {trace['mean_rate']:.0f} req/s, {trace['requests']} requests)", "",
                   "| system | SLO attainment | mean serving accuracy | p99 latency (ms) | shed | late |",
@@ -230,21 +249,25 @@ def main(argv: list[str] | None = None) -> None:
                    help="SLO for all requests (default: 2x the most accurate SubNet's batch-16 latency)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    from superserve.serving.config import parse_config
+
     profile = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
+    config = parse_config(_pbtxt_parameters((MODEL_DIR / "config.pbtxt").read_text()))
     duration = args.duration_s or (8.0 if args.quick else 20.0)
-    b = str(profile["max_batch_size"])
-    slo_ms = args.slo_ms or round(2 * profile["subnets"][-1]["latency_ms"][b], 1)
+    slo_ms = args.slo_ms or default_slo_ms(profile, config.overhead_per_sample_ms, config.margin_ms)
     args.out.mkdir(parents=True, exist_ok=True)
-    traces = build_traces(profile, args.quick, duration, args.seed)
-    for trace in traces:
-        trace.save(args.out / "traces" / f"{trace.name}.json")
     systems = systems_for(profile)
     images = load_digits().held_out_x.numpy()
     repo = make_bench_repository(args.out)
     server = start_server(repo, args.out / "server.log")
-    results = {"slo_ms": slo_ms, "duration_s": duration, "top_capacity_rps": capacity(profile, len(profile["subnets"]) - 1),
-               "profile_threads": profile.get("threads"), "traces": []}
+    results = {"slo_ms": slo_ms, "duration_s": duration, "profile_threads": profile.get("threads"),
+               "serving_config": {"margin_ms": config.margin_ms,
+                                  "overhead_per_sample_ms": config.overhead_per_sample_ms}, "traces": []}
     try:
+        results["capacity"] = measure_capacity(server, profile, args.out)
+        traces = build_traces(results["capacity"]["top_rps"], args.quick, duration, args.seed)
+        for trace in traces:
+            trace.save(args.out / "traces" / f"{trace.name}.json")
         bar = tqdm(total=len(traces) * len(systems), desc="benchmark runs", unit="run")
         for t_index, trace in enumerate(traces):
             rows = []

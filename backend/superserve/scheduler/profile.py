@@ -5,6 +5,7 @@ Parsed once from ``profile.json`` into frozen, validated objects. No torch, no T
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -39,6 +40,18 @@ class Profile:
 
     def latency_ns(self, subnet: int, batch: int) -> int:
         return self.subnets[subnet].latency_ns[batch - 1]
+
+    def with_overhead(self, per_batch_ns: int = 0, per_sample_ns: int = 0) -> "Profile":
+        """The serving cost model: profiled compute plus what the server spends per batch and per sample
+        around it (hand-over, response sending). Policies decide on this, not on bare compute."""
+        if per_batch_ns < 0 or per_sample_ns < 0:
+            raise ValueError("overheads must be >= 0")
+        if not per_batch_ns and not per_sample_ns:
+            return self
+        subnets = tuple(dataclasses.replace(s, latency_ns=tuple(lat + per_batch_ns + per_sample_ns * (b + 1)
+                                                                for b, lat in enumerate(s.latency_ns)))
+                        for s in self.subnets)
+        return Profile(subnets, self.max_batch)
 
     def lowest_index_with_accuracy(self, min_accuracy: float) -> int | None:
         """Index of the least accurate SubNet at or above ``min_accuracy`` (None if none is)."""

@@ -18,7 +18,9 @@ class ServingConfig:
     default_slo_ms: float = 50.0
     max_slo_ms: float = 60_000.0
     max_queue: int = 512  # waiting requests; beyond it new requests are refused with UNAVAILABLE
-    margin_ms: float = 0.5  # reserved from each request's slack for dispatch and response overhead
+    margin_ms: float = 1.0  # reserved from each request's slack: per-batch dispatch and hand-over cost
+    overhead_per_sample_ms: float = 0.3  # added per sample to profiled latency: response sending, IPC
+    overhead_adapt_rate: float = 0.05  # EWMA weight learning the per-sample overhead from real batches (0: fixed)
     num_threads: int = 1  # torch intra-op threads of the model instance
     drain_timeout_s: float = 5.0  # on unload/shutdown, serve what is queued for at most this long
     cancel_check_ms: float = 5.0  # requests queued at least this long are checked for client cancellation
@@ -30,6 +32,8 @@ _BOUNDS = {
     "max_slo_ms": (0.001, None),
     "max_queue": (1, 1_000_000),
     "margin_ms": (0.0, 10_000.0),
+    "overhead_per_sample_ms": (0.0, 10_000.0),
+    "overhead_adapt_rate": (0.0, 1.0),
     "num_threads": (1, 1024),
     "drain_timeout_s": (0.0, 3600.0),
     "cancel_check_ms": (0.0, 3_600_000.0),

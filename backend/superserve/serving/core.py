@@ -31,7 +31,7 @@ _SPEC_CACHE_SIZE = 1024
 
 class Transport(Protocol):
     def send_result(self, handle: Any, logits: np.ndarray, subnet: int, accuracy: float) -> None: ...
-    def send_error(self, handle: Any, code: str, message: str) -> None: ...  # code: invalid, unavailable, internal
+    def send_error(self, handle: Any, code: str, message: str) -> None: ...  # invalid/unavailable/cancelled/internal
     def is_cancelled(self, handle: Any) -> bool: ...
 
 
@@ -45,7 +45,12 @@ class SuperServeCore:
         if profile.get("space") not in (None, net.space.name):
             raise ValueError(f"profile.json is for SuperNet {profile.get('space')!r}, weights are {net.space.name!r}")
         self.net = net.eval()
-        self.profile = Profile.from_dict(profile)
+        # Policies decide on the serving cost model: profiled compute plus a per-sample serving overhead,
+        # learned from the batches this server really runs (the profile knows only bare compute).
+        self.compute_profile = Profile.from_dict(profile)
+        self.overhead_ns = float(config.overhead_per_sample_ms * 1e6)
+        self._policy_overhead_ns = self.overhead_ns
+        self.profile = self.compute_profile.with_overhead(0, int(self.overhead_ns))
         self.config = config
         self.input_shape = tuple(int(d) for d in profile["input_shape"])
         self.plans = []
@@ -60,8 +65,8 @@ class SuperServeCore:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self._warm_up()
-        self.policy = make_policy(config.policy, self.profile, int(config.margin_ms * 1e6), config.num_buckets)
-        self.dispatcher = Dispatcher(self.policy, self._run, self._reject, self._is_cancelled, config.max_queue,
+        policy = make_policy(config.policy, self.profile, int(config.margin_ms * 1e6), config.num_buckets)
+        self.dispatcher = Dispatcher(policy, self._run, self._reject, self._is_cancelled, config.max_queue,
                                      self.metrics, clock, config.drain_timeout_s, config.cancel_check_ms)
         self._specs: dict[str, object] = {}  # parameters JSON -> RequestSpec or error text: clients repeat them
 
@@ -100,14 +105,28 @@ class SuperServeCore:
     def close(self) -> None:
         self.dispatcher.close()
 
-    def _reject(self, request: QueuedRequest, message: str) -> None:
-        self.transport.send_error(request.payload[1], "unavailable", message)
+    def _reject(self, request: QueuedRequest, code: str, message: str) -> None:
+        self.transport.send_error(request.payload[1], code, message)
 
     def _is_cancelled(self, request: QueuedRequest) -> bool:
         return self.transport.is_cancelled(request.payload[1])
 
+    def _learn_overhead(self, subnet: int, samples: int, elapsed_ns: int) -> None:
+        """Fold one batch's observed per-sample overhead into the cost model; re-plan when it moved >15%."""
+        rate = self.config.overhead_adapt_rate
+        if not rate:
+            return
+        observed = max(0.0, (elapsed_ns - self.compute_profile.latency_ns(subnet, samples)) / samples)
+        self.overhead_ns += rate * (observed - self.overhead_ns)
+        if abs(self.overhead_ns - self._policy_overhead_ns) > 0.15 * max(self._policy_overhead_ns, 50_000):
+            self._policy_overhead_ns = self.overhead_ns
+            self.profile = self.compute_profile.with_overhead(0, int(self.overhead_ns))
+            self.dispatcher.policy = make_policy(self.config.policy, self.profile, int(self.config.margin_ms * 1e6),
+                                                 self.config.num_buckets)
+
     def _run(self, decision: Decision, batch: list[QueuedRequest]) -> None:
         subnet = decision.subnet
+        started = self.clock()
         try:
             images = batch[0].payload[0] if len(batch) == 1 else np.concatenate([r.payload[0] for r in batch])
             with torch.inference_mode():
@@ -119,12 +138,12 @@ class SuperServeCore:
                 self.metrics.outcome("error")
                 self.transport.send_error(request.payload[1], "internal", f"inference failed: {exc}")
             return
-        done = self.clock()
         accuracy = self.accuracy[subnet]
         self.metrics.batch(subnet, len(images), accuracy)
         offset = 0
         for request in batch:
             n = request.size
             self.transport.send_result(request.payload[1], logits[offset:offset + n], subnet, accuracy)
-            self.metrics.outcome("on_time" if done <= request.deadline_ns else "late")
+            self.metrics.outcome("on_time" if self.clock() <= request.deadline_ns else "late")
             offset += n
+        self._learn_overhead(subnet, len(images), self.clock() - started)

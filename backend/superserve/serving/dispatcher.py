@@ -14,18 +14,20 @@ from ..scheduler.policies import Decision, Policy
 from ..scheduler.queue import EDFQueue, QueuedRequest
 from .metrics import Metrics
 
-__all__ = ["Dispatcher", "DEADLINE_MESSAGE", "QUEUE_FULL_MESSAGE", "SHUTDOWN_MESSAGE"]
+__all__ = ["Dispatcher", "DEADLINE_MESSAGE", "QUEUE_FULL_MESSAGE", "SHUTDOWN_MESSAGE", "CANCELLED_MESSAGE"]
 
 DEADLINE_MESSAGE = "deadline cannot be met: no SubNet allowed for this request finishes within its SLO; retry or relax slo_ms"
 QUEUE_FULL_MESSAGE = "server overloaded: the request queue is full; retry later"
 SHUTDOWN_MESSAGE = "server is shutting down; retry on another instance"
+CANCELLED_MESSAGE = "request cancelled by the client before it was computed"
 
 
 class Dispatcher:
-    """One per model instance. ``run_batch(decision, requests)`` must answer every request it is given."""
+    """One per model instance. ``run_batch(decision, requests)`` must answer every request it is given;
+    ``reject(request, code, message)`` answers one with an error (code: unavailable or cancelled)."""
 
     def __init__(self, policy: Policy, run_batch: Callable[[Decision, list[QueuedRequest]], None],
-                 reject: Callable[[QueuedRequest, str], None], is_cancelled: Callable[[QueuedRequest], bool],
+                 reject: Callable[[QueuedRequest, str, str], None], is_cancelled: Callable[[QueuedRequest], bool],
                  max_queue: int, metrics: Metrics | None = None, clock: Callable[[], int] = time.monotonic_ns,
                  drain_timeout_s: float = 5.0, cancel_check_ms: float = 0.0) -> None:
         self.policy = policy
@@ -64,7 +66,7 @@ class Dispatcher:
                 self._cond.notify()
                 return
         self._metrics.outcome("shed")
-        self._reject(request, reason)
+        self._reject(request, "unavailable", reason)
 
     def close(self, timeout_s: float | None = None) -> None:
         """Stop taking requests, serve the queue for up to ``drain_timeout_s``, refuse the rest, join."""
@@ -102,13 +104,16 @@ class Dispatcher:
             decision, batch, now, decided_ns = step
             if decision is None:
                 self._metrics.outcome("shed")
-                self._reject(batch[0], DEADLINE_MESSAGE)
+                self._reject(batch[0], "unavailable", DEADLINE_MESSAGE)
                 continue
             # A request whose client gave up is dropped here, before any compute is spent on it.
             check_before = now - self._cancel_check_ns
             live = [r for r in batch if r.arrival_ns > check_before or not self._is_cancelled(r)]
             if len(live) < len(batch):
                 self._metrics.outcome("cancelled", len(batch) - len(live))
+                for request in batch:
+                    if request not in live:
+                        self._reject(request, "cancelled", CANCELLED_MESSAGE)
             if live:
                 self._metrics.decision(batch[0].deadline_ns - now, decided_ns)
                 self._run_batch(decision, live)
@@ -118,4 +123,4 @@ class Dispatcher:
                 self._closing_at = self._clock()
         for request in leftover:
             self._metrics.outcome("shed")
-            self._reject(request, SHUTDOWN_MESSAGE)
+            self._reject(request, "unavailable", SHUTDOWN_MESSAGE)

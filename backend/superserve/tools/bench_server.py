@@ -73,11 +73,11 @@ def low_load_overhead(server, profile: dict, images: np.ndarray, requests: int =
             "overhead_p99_ms": overheads[int(0.99 * len(overheads))]}
 
 
-def saturation(server, input_data: Path, concurrency: int, seconds: float) -> dict:
-    """perf_analyzer, async gRPC at high concurrency, every request pinned to the fastest SubNet."""
+def saturation(server, input_data: Path, concurrency: int, seconds: float, subnet: int = 0) -> dict:
+    """perf_analyzer, async gRPC at high concurrency, every request pinned to one SubNet (the fastest)."""
     cmd = [str(Path(sys.executable).parent / "perf_analyzer"), "-m", "superserve", "-u", server.grpc_url,
            "-i", "grpc", "--async", "--input-data", str(input_data), "--concurrency-range", str(concurrency),
-           "--request-parameter", "slo_ms:5000:int", "--request-parameter", "subnet:0:int",
+           "--request-parameter", "slo_ms:5000:int", "--request-parameter", f"subnet:{subnet}:int",
            "--measurement-interval", str(int(seconds * 1000)), "--stability-percentage", "50", "--max-trials", "3"]
     out = subprocess.run(cmd, env=perf_analyzer_env(ensure_triton_home()), capture_output=True, text=True,
                          timeout=600)

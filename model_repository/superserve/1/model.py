@@ -5,6 +5,7 @@ every request exactly once through its response sender (non-decoupled model, res
 """
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ from superserve.serving.core import SuperServeCore
 from superserve.serving.metrics import HISTOGRAMS, OUTCOMES, MetricsBuffer
 
 
+GIL_SWITCH_INTERVAL_S = 0.0002
+
 
 class _Transport:
     """Sends the core's answers through Triton response senders (the request handles)."""
@@ -27,7 +30,8 @@ class _Transport:
         # pb_utils' error codes exist only once the stub runs the model (not while it auto-completes the config)
         self._final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         self._codes = {"invalid": pb_utils.TritonError.INVALID_ARG,
-                       "unavailable": pb_utils.TritonError.UNAVAILABLE, "internal": pb_utils.TritonError.INTERNAL}
+                       "unavailable": pb_utils.TritonError.UNAVAILABLE, "internal": pb_utils.TritonError.INTERNAL,
+                       "cancelled": pb_utils.TritonError.CANCELLED}
 
     def send_result(self, sender, logits, subnet, accuracy):
         n = logits.shape[0]
@@ -100,6 +104,9 @@ class _PrometheusExporter:
 
 class TritonPythonModel:
     def initialize(self, args):
+        # execute() and the dispatcher thread hand requests over under the GIL; Python's default 5 ms
+        # switch interval adds up to that much to a hand-over (measured: p50 overhead 1.07 -> 0.92 ms).
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         model_config = json.loads(args["model_config"])
         name = args["model_name"]
         try:
