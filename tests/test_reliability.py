@@ -148,7 +148,7 @@ def test_sigterm_answers_every_queued_request_and_exits(tmp_path, profile, held_
                     return f"{exc.code().name}: {exc.details()}"
 
             tasks = [asyncio.create_task(call()) for _ in range(300)]
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
             srv.process.send_signal(signal.SIGTERM)  # ~300 requests queued or running
             results = await asyncio.gather(*tasks)
             await channel.close()
@@ -161,8 +161,9 @@ def test_sigterm_answers_every_queued_request_and_exits(tmp_path, profile, held_
     finally:
         srv.stop()
     assert len(results) == 300
-    unexplained = [r for r in results if r != "ok" and "shutting down" not in r]
-    assert not unexplained, unexplained[:3]  # each got a result or an explicit shutdown error
+    # each got a result or an explicit refusal: ours for queued requests, Triton's for late arrivals
+    unexplained = [r for r in results if r != "ok" and "shutting down" not in r and "Server is stopping" not in r]
+    assert not unexplained, unexplained[:3]
     assert results.count("ok") > 0
     assert code == 0 and elapsed < 15 + 10  # within Triton's exit timeout (15 s) plus start-up slack
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.strip()

@@ -13,7 +13,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from superserve.tritonenv import ensure_triton_home, perf_analyzer_env
+from superserve.serving.config import parameters_from_pbtxt
+from superserve.tritonenv import REPO_ROOT, ensure_triton_home, perf_analyzer_env
 
 MODEL = "superserve"
 PROTOCOLS = ("http", "grpc")
@@ -60,25 +61,32 @@ def test_predictions_on_held_out_data_match_the_reported_subnet(server, protocol
     assert correct / total >= 0.9
 
 
+def _tight_slo_ms(server, profile) -> float:
+    """An SLO the most accurate SubNet cannot meet even alone but the fastest can, under the server's
+    current cost model: compute + learned per-sample overhead + the configured margin."""
+    margin = float(parameters_from_pbtxt((REPO_ROOT / "model_repository/superserve/config.pbtxt").read_text())
+                   .get("margin_ms", 0))
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
+    overhead = max(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("superserve_overhead_per_sample_ms"))
+    fastest = profile["subnets"][0]["latency_ms"]["1"]
+    slowest = profile["subnets"][-1]["latency_ms"]["1"]
+    return margin + overhead + (fastest + slowest) / 2
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_loose_slo_gets_the_most_accurate_subnet_and_tight_a_faster_one(server, protocol, held_out, profile):
     images, _ = held_out
     last = len(profile["subnets"]) - 1
     _, subnets, _ = infer(server, protocol, images[:1], {"slo_ms": 5000})
     assert subnets[0] == last
-    # A target the most accurate SubNet cannot meet even alone, but the fastest easily can.
-    fastest = profile["subnets"][0]["latency_ms"]["1"]
-    slowest = profile["subnets"][last]["latency_ms"]["1"]
-    tight = (fastest + slowest) / 2 + 0.5
-    assert tight < slowest
-    _, subnets, _ = infer(server, protocol, images[:1], {"slo_ms": tight})
+    _, subnets, _ = infer(server, protocol, images[:1], {"slo_ms": _tight_slo_ms(server, profile)})
     assert subnets[0] < last
 
 
 def test_http_header_sets_the_slo(server, held_out, profile):
     images, _ = held_out
-    slowest = profile["subnets"][-1]["latency_ms"]["1"]
-    tight = (profile["subnets"][0]["latency_ms"]["1"] + slowest) / 2 + 0.5
+    tight = _tight_slo_ms(server, profile)
     _, subnets, _ = infer(server, "http", images[:1], headers={"x-slo-ms": f"{tight:.3f}"})
     assert subnets[0] < len(profile["subnets"]) - 1
 

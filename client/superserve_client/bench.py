@@ -206,11 +206,6 @@ def dynamics(trace: Trace, records, poller: _MetricsPoller, bin_s: float) -> dic
             "batch_t_s": batch_t, "batch_size": batch}
 
 
-def _pbtxt_parameters(text: str) -> dict[str, str]:
-    """The ``parameters`` of a config.pbtxt (our own file; a regex is enough for its one-line form)."""
-    return dict(re.findall(r'parameters:\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', text))
-
-
 def markdown(results: dict) -> str:
     cap = results["capacity"]
     lines = [f"SLO {results['slo_ms']:.1f} ms for every request; {results['duration_s']:.0f} s per run; loads relative "
@@ -249,10 +244,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="SLO for all requests (default: 2x the most accurate SubNet's batch-16 latency)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    from superserve.serving.config import parse_config
+    from superserve.serving.config import parameters_from_pbtxt, parse_config
 
     profile = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
-    config = parse_config(_pbtxt_parameters((MODEL_DIR / "config.pbtxt").read_text()))
+    config = parse_config(parameters_from_pbtxt((MODEL_DIR / "config.pbtxt").read_text()))
     duration = args.duration_s or (8.0 if args.quick else 20.0)
     slo_ms = args.slo_ms or default_slo_ms(profile, config.overhead_per_sample_ms, config.margin_ms)
     args.out.mkdir(parents=True, exist_ok=True)

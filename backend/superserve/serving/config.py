@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 from typing import Mapping
 
 from ..scheduler.policies import DEFAULT_BUCKETS, POLICY_NAMES
 
-__all__ = ["ServingConfig", "parse_config"]
+__all__ = ["ServingConfig", "parse_config", "parameters_from_pbtxt"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +73,8 @@ def parse_config(parameters: Mapping[str, object], model_name: str = "superserve
         raise ValueError(f"model {model_name!r}: default_slo_ms {config.default_slo_ms} exceeds max_slo_ms "
                          f"{config.max_slo_ms}")
     return config
+
+
+def parameters_from_pbtxt(text: str) -> dict[str, str]:
+    """The ``parameters`` of a config.pbtxt written in our one-line form (for tools and tests)."""
+    return dict(re.findall(r'parameters:\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', text))

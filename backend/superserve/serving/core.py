@@ -64,6 +64,7 @@ class SuperServeCore:
         self.transport = transport
         self.metrics = metrics or Metrics()
         self.clock = clock
+        self.metrics.cost_model(self.overhead_ns)
         self._warm_up()
         policy = make_policy(config.policy, self.profile, int(config.margin_ms * 1e6), config.num_buckets)
         self.dispatcher = Dispatcher(policy, self._run, self._reject, self._is_cancelled, config.max_queue,
@@ -123,6 +124,7 @@ class SuperServeCore:
             self.profile = self.compute_profile.with_overhead(0, int(self.overhead_ns))
             self.dispatcher.policy = make_policy(self.config.policy, self.profile, int(self.config.margin_ms * 1e6),
                                                  self.config.num_buckets)
+            self.metrics.cost_model(self.overhead_ns)
 
     def _run(self, decision: Decision, batch: list[QueuedRequest]) -> None:
         subnet = decision.subnet

@@ -31,6 +31,9 @@ class Metrics:
     def batch(self, subnet: int, size: int, accuracy: float) -> None:
         """A batch of ``size`` samples ran on ``subnet`` (profiled accuracy ``accuracy``)."""
 
+    def cost_model(self, overhead_per_sample_ns: float) -> None:
+        """The per-sample serving overhead the policy currently plans with."""
+
 
 @dataclass
 class MetricsSnapshot:
@@ -38,6 +41,7 @@ class MetricsSnapshot:
     samples: Counter = field(default_factory=Counter)  # per SubNet index
     queue_length: int = 0
     observations: list = field(default_factory=list)  # (histogram name, value)
+    overhead_per_sample_ms: float = 0.0
 
 
 class MetricsBuffer(Metrics):
@@ -46,6 +50,7 @@ class MetricsBuffer(Metrics):
         self._outcomes: Counter = Counter()
         self._samples: Counter = Counter()
         self._queue_length = 0
+        self._overhead_ms = 0.0
         self._observations: deque = deque(maxlen=max_observations)  # oldest dropped if nobody drains
 
     def outcome(self, outcome, count=1):
@@ -65,6 +70,9 @@ class MetricsBuffer(Metrics):
         self._observations.append(("batch_size", size))
         self._observations.append(("served_accuracy", accuracy))
 
+    def cost_model(self, overhead_per_sample_ns):
+        self._overhead_ms = overhead_per_sample_ns / 1e6
+
     def drain(self) -> MetricsSnapshot:
         """Everything recorded since the last drain (counters as increments)."""
         with self._lock:
@@ -76,4 +84,4 @@ class MetricsBuffer(Metrics):
                 observations.append(self._observations.popleft())
             except IndexError:
                 break
-        return MetricsSnapshot(outcomes, samples, self._queue_length, observations)
+        return MetricsSnapshot(outcomes, samples, self._queue_length, observations, self._overhead_ms)

@@ -64,6 +64,8 @@ class _PrometheusExporter:
             "requests": family("superserve_requests_total", "Requests by outcome", family.COUNTER),
             "samples": family("superserve_subnet_samples_total", "Samples served per SubNet", family.COUNTER),
             "queue": family("superserve_queue_length", "Waiting requests", family.GAUGE),
+            "overhead": family("superserve_overhead_per_sample_ms",
+                               "Per-sample serving overhead the policy plans with (learned)", family.GAUGE),
             "batch_size": family("superserve_batch_size", "Samples per dispatched batch", family.HISTOGRAM),
             "served_accuracy": family("superserve_served_accuracy", "Profiled accuracy of each batch's SubNet",
                                       family.HISTOGRAM),
@@ -75,6 +77,7 @@ class _PrometheusExporter:
         self._outcomes = {o: self._families["requests"].Metric(labels={**label, "outcome": o}) for o in OUTCOMES}
         self._samples = [self._families["samples"].Metric(labels={**label, "subnet": str(i)}) for i in range(subnets)]
         self._queue = self._families["queue"].Metric(labels=label)
+        self._overhead = self._families["overhead"].Metric(labels=label)
         self._histograms = {name: self._families[name].Metric(labels=label, buckets=buckets[name])
                             for name in HISTOGRAMS}
         self._buffer = buffer
@@ -93,6 +96,7 @@ class _PrometheusExporter:
         for subnet, count in snapshot.samples.items():
             self._samples[subnet].increment(count)
         self._queue.set(snapshot.queue_length)
+        self._overhead.set(snapshot.overhead_per_sample_ms)
         for name, value in snapshot.observations:
             self._histograms[name].observe(value)
 
