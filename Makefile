@@ -60,6 +60,10 @@ perf: setup  ## perf_analyzer against a running server (RATE=req/s, SLO_MS; TRAC
 bench: setup model  ## headline benchmark: SlackFit vs fixed models (QUICK=1: smaller grid, ~5 min)
 	$(PY) -m superserve_client.bench --out results/bench $(if $(QUICK),--quick,)
 
+MINUTES ?= 10
+soak: setup model  ## soak benchmark: MINUTES (10) at 70% of capacity on a bursty trace, memory and losses
+	$(PY) -m superserve_client.soak --minutes $(MINUTES) --out results/soak.json
+
 clean:  ## remove caches and results (keeps the venv and the model)
 	rm -rf results .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -149,3 +149,15 @@ def test_serving_overhead_is_part_of_the_cost_model():
     # with 0.5 ms per sample SubNet 0 no longer fits 4 samples in 2.5 ms: SlackFit sees the true cost
     assert make_policy("maxbatch", PROFILE.with_overhead(0, MS // 2)).decide(_queue(2.5, 2.5, 2.5, 2.5), 0) == \
         Decision(0, 2)
+
+
+def test_slackfit_lookahead_steps_down_only_when_a_backlog_is_at_stake():
+    paper = make_policy("slackfit", PROFILE, num_buckets=4)
+    la = make_policy("slackfit-la", PROFILE, num_buckets=4)
+    # 10.5 ms slack, nothing behind the batch: both take the top bucket (SubNet 2, batch 4, 10 ms)
+    assert la.decide(_queue(10.5), 0) == paper.decide(_queue(10.5), 0) == Decision(2, 4)
+    # six waiting: after SubNet 2 x4 (10 ms) the other two need >= 1.2 ms more; 10.5 is not enough
+    q = _queue(10.5, 11, 11, 11, 11, 11)
+    assert paper.decide(q, 0) == Decision(2, 4)
+    assert la.decide(q, 0) == Decision(1, 4)  # 5 ms + 1.2 ms fits
+    assert la.decide(_queue(0.5), 0) is None  # infeasible heads are still shed

@@ -30,14 +30,14 @@ MODEL_DIR = REPO_ROOT / "model_repository" / "superserve"
 ARTEFACTS = ("model.py", "supernet.pt", "subnet_norm.pt", "profile.json")
 
 
-def make_bench_repository(out: Path, policies=("slackfit", "maxacc", "maxbatch")) -> Path:
+def make_bench_repository(out: Path, policies=("slackfit", "slackfit-la", "maxacc", "maxbatch")) -> Path:
     """A model repository with one model per policy, all sharing the built artefacts (symlinks)."""
     repo = out / "model_repository"
     if repo.exists():
         shutil.rmtree(repo)
     config = (MODEL_DIR / "config.pbtxt").read_text()
     for policy in policies:
-        name = "superserve" if policy == "slackfit" else f"superserve_{policy}"
+        name = "superserve" if policy == "slackfit" else f"superserve_{policy.replace('-', '_')}"
         version = repo / name / "1"
         version.mkdir(parents=True)
         text = re.sub(r'name: "superserve"', f'name: "{name}"', config)
@@ -49,10 +49,12 @@ def make_bench_repository(out: Path, policies=("slackfit", "maxacc", "maxbatch")
 
 
 def systems_for(profile: dict) -> list[tuple[str, str, dict]]:
-    """(label, model, request parameters): SlackFit, MaxAcc, MaxBatch, INFaaS, six Clipper+ models."""
+    """(label, model, request parameters): SlackFit (paper), SlackFit-LA (ours), MaxAcc, MaxBatch, INFaaS,
+    six Clipper+ models."""
     n = len(profile["subnets"])
     six = sorted({round(i * (n - 1) / 5) for i in range(6)})
-    systems = [("SlackFit", "superserve", {}), ("MaxAcc", "superserve_maxacc", {}),
+    systems = [("SlackFit", "superserve", {}), ("SlackFit-LA", "superserve_slackfit_la", {}),
+               ("MaxAcc", "superserve_maxacc", {}),
                ("MaxBatch", "superserve_maxbatch", {}), ("INFaaS", "superserve", {"subnet": 0})]
     systems += [(f"Clipper+ {profile['subnets'][i]['accuracy']:.3f}", "superserve", {"subnet": i}) for i in six]
     return systems
@@ -155,7 +157,8 @@ def plot(results: dict, out: Path) -> list[Path]:
     for ax, trace in zip(axes[0], traces):
         for row in trace["rows"]:
             label = row["system"]
-            style = dict(marker="*", s=220, c="tab:red", zorder=5) if label == "SlackFit" else (
+            style = dict(marker="*", s=220, c="tab:red", zorder=5) if label == "SlackFit" else dict(
+                marker="P", s=120, c="tab:orange", zorder=4) if label == "SlackFit-LA" else (
                 dict(marker="o", s=50, c="tab:gray") if label.startswith("Clipper+") else dict(marker="s", s=60))
             ax.scatter(row["mean_serving_accuracy"] * 100, row["slo_attainment"], label=label, **style)
         ax.set_title(trace["name"], fontsize=9)

@@ -9,6 +9,10 @@ queue, or ``None`` when even the fastest SubNet allowed for that request cannot 
   slowest at the largest batch; each bucket holds the (SubNet, batch) with the largest batch whose latency
   fits under the bucket's upper edge, ties to the more accurate SubNet. The head's remaining slack
   selects the bucket whose edge is closest to but not above it.
+- ``slackfit-la`` (ours, not in the paper): SlackFit with a one-batch lookahead. When more samples wait
+  than the bucket's batch, it steps down to the highest bucket whose batch still leaves time for the
+  fastest SubNet to serve the rest (up to one more full batch) before the head's deadline, a lower
+  bound on the others' deadlines. It keeps SlackFit's choice whenever no backlog is at stake.
 - ``maxacc``: the most accurate SubNet that fits at batch 1, then the largest batch it fits.
 - ``maxbatch``: the largest batch some SubNet fits, then the most accurate SubNet at that batch.
 - ``fixed:<i>``: always SubNet ``i`` (Clipper+, one fixed model), at the largest batch that fits.
@@ -23,11 +27,11 @@ from typing import Protocol
 
 from .profile import Profile
 
-__all__ = ["Decision", "QueueView", "Policy", "SlackFit", "MaxAcc", "MaxBatch", "Fixed", "Cheapest", "make_policy",
+__all__ = ["Decision", "QueueView", "Policy", "SlackFit", "SlackFitLookahead", "MaxAcc", "MaxBatch", "Fixed", "Cheapest", "make_policy",
            "POLICY_NAMES", "DEFAULT_BUCKETS"]
 
 DEFAULT_BUCKETS = 32
-POLICY_NAMES = ("slackfit", "maxacc", "maxbatch", "fixed:<index>", "cheapest")
+POLICY_NAMES = ("slackfit", "slackfit-la", "maxacc", "maxbatch", "fixed:<index>", "cheapest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,34 @@ class SlackFit(Policy):
         return choices[i]
 
 
+class SlackFitLookahead(SlackFit):
+    name = "slackfit-la"
+
+    def choose(self, queue, lo, hi, slack_ns):
+        edges, choices = self.buckets(lo, hi)
+        i = bisect.bisect_right(edges, slack_ns) - 1
+        if i < 0:
+            return None
+        waiting = len(queue)
+        fastest = self._fastest(lo, hi)
+        while i > 0:
+            c = choices[i]
+            rest = min(self.profile.max_batch, waiting - c.batch_size)
+            if rest <= 0 or self.profile.latency_ns(c.subnet, c.batch_size) + fastest[rest - 1] <= slack_ns:
+                break
+            i -= 1
+        return choices[i]
+
+    def _fastest(self, lo: int, hi: int) -> list[int]:
+        """Cheapest latency at each batch size over SubNets lo..hi."""
+        key = ("fastest", lo, hi)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = [min(self.profile.latency_ns(s, b) for s in range(lo, hi + 1))
+                                         for b in range(1, self.profile.max_batch + 1)]
+        return table
+
+
 class MaxAcc(Policy):
     name = "maxacc"
 
@@ -178,10 +210,12 @@ class Cheapest(Policy):
 
 
 def make_policy(spec: str, profile: Profile, margin_ns: int = 0, num_buckets: int = DEFAULT_BUCKETS) -> Policy:
-    """Create a policy by name: slackfit, maxacc, maxbatch, fixed:<index>, cheapest."""
+    """Create a policy by name: slackfit, slackfit-la, maxacc, maxbatch, fixed:<index>, cheapest."""
     name = spec.strip().lower()
     if name == "slackfit":
         return SlackFit(profile, margin_ns, num_buckets)
+    if name == "slackfit-la":
+        return SlackFitLookahead(profile, margin_ns, num_buckets)
     if name == "maxacc":
         return MaxAcc(profile, margin_ns)
     if name == "maxbatch":

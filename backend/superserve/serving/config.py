@@ -66,7 +66,7 @@ def parse_config(parameters: Mapping[str, object], model_name: str = "superserve
         values[key] = parsed
     config = ServingConfig(**values)
     name = config.policy.strip().lower()
-    if not (name in ("slackfit", "maxacc", "maxbatch", "cheapest") or name.startswith("fixed:")):
+    if not (name in ("slackfit", "slackfit-la", "maxacc", "maxbatch", "cheapest") or name.startswith("fixed:")):
         raise ValueError(f"model {model_name!r}: unknown policy {config.policy!r}; choose one of "
                          f"{', '.join(POLICY_NAMES)}")
     if config.default_slo_ms > config.max_slo_ms:
