@@ -59,6 +59,7 @@ perf: setup  ## perf_analyzer against a running server (RATE=req/s, SLO_MS; TRAC
 
 bench: setup model  ## headline benchmark: SlackFit vs fixed models (QUICK=1: smaller grid, ~5 min)
 	$(PY) -m superserve_client.bench --out results/bench $(if $(QUICK),--quick,)
+	$(PY) -m superserve_client.validate_sim --bench results/bench
 
 MINUTES ?= 10
 soak: setup model  ## soak benchmark: MINUTES (10) at 70% of capacity on a bursty trace, memory and losses

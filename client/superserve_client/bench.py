@@ -288,6 +288,10 @@ def main(argv: list[str] | None = None) -> None:
                                       "requests": len(trace.arrivals_s), "rows": rows,
                                       "vs_fixed": compare_to_fixed(rows)})
         bar.close()
+        text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+        learned = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith('superserve_overhead_per_sample_ms{model="superserve"}')]
+        results["learned_overhead_per_sample_ms"] = learned[0] if learned else None
     finally:
         server.stop()
     (args.out / "results.json").write_text(json.dumps(results, indent=1))

@@ -1,0 +1,66 @@
+"""Validate the SIMULATOR against the real server: replay each benchmark trace through the simulator
+(same policy code, profiled latency + the server's learned per-sample overhead + margin) and compare
+SLO attainment and accuracy with what the real server measured on the same trace.
+
+    .venv/bin/python -m superserve_client.validate_sim --bench results/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from superserve.scheduler import Profile, make_policy
+from superserve.serving.config import parameters_from_pbtxt, parse_config
+from superserve.simulator import simulate
+
+from .bench import MODEL_DIR
+from .metrics import summarise
+from .traces import Trace
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bench", type=Path, default=Path("results/bench"))
+    p.add_argument("--overhead-ms", type=float, default=None,
+                   help="per-sample overhead (default: what the benchmark's server learned, else the config's)")
+    args = p.parse_args(argv)
+    results = json.loads((args.bench / "results.json").read_text())
+    profile_dict = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
+    config = parse_config(parameters_from_pbtxt((MODEL_DIR / "config.pbtxt").read_text()))
+    overhead_ms = args.overhead_ms or results.get("learned_overhead_per_sample_ms") or config.overhead_per_sample_ms
+    profile = Profile.from_dict(profile_dict).with_overhead(0, int(overhead_ms * 1e6))
+    rows = []
+    for trace_result in results["traces"]:
+        trace = Trace.load(args.bench / "traces" / f"{trace_result['name']}.json")
+        for label, policy in (("SlackFit", "slackfit"), ("SlackFit-LA", "slackfit-la")):
+            real = next((r for r in trace_result["rows"] if r["system"] == label), None)
+            if real is None:
+                continue
+            sim = summarise(simulate(trace.arrivals_s, make_policy(policy, profile, int(config.margin_ms * 1e6),
+                                                                   config.num_buckets),
+                                     results["slo_ms"], max_queue=config.max_queue), results["slo_ms"])
+            rows.append({"trace": trace.name, "system": label, "real_attainment": real["slo_attainment"],
+                         "simulated_attainment": sim["slo_attainment"],
+                         "real_accuracy": real["mean_serving_accuracy"],
+                         "simulated_accuracy": sim["mean_serving_accuracy"]})
+    out = {"overhead_per_sample_ms": overhead_ms, "margin_ms": config.margin_ms, "rows": rows}
+    (args.bench / "simulator_validation.json").write_text(json.dumps(out, indent=1))
+    lines = [f"Simulator (SIMULATED: profiled latency + {overhead_ms:.3f} ms/sample overhead, margin "
+             f"{config.margin_ms} ms) vs the real server on the same traces:", "",
+             "| trace | system | attainment real | simulated | diff (points) | accuracy real | simulated |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['trace']} | {r['system']} | {r['real_attainment']:.4f} | {r['simulated_attainment']:.4f} | "
+                     f"{100 * (r['simulated_attainment'] - r['real_attainment']):+.2f} | "
+                     f"{100 * r['real_accuracy']:.2f}% | {100 * r['simulated_accuracy']:.2f}% |")
+    text = "\n".join(lines)
+    (args.bench / "simulator_validation.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
