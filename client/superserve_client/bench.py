@@ -158,8 +158,9 @@ def plot(results: dict, out: Path) -> list[Path]:
         for row in trace["rows"]:
             label = row["system"]
             style = dict(marker="*", s=220, c="tab:red", zorder=5) if label == "SlackFit" else dict(
-                marker="P", s=120, c="tab:orange", zorder=4) if label == "SlackFit-LA" else (
-                dict(marker="o", s=50, c="tab:gray") if label.startswith("Clipper+") else dict(marker="s", s=60))
+                marker="P", s=120, c="tab:brown", zorder=4) if label == "SlackFit-LA" else (
+                dict(marker="o", s=50, c="tab:gray") if label.startswith("Clipper+") else dict(
+                marker="s", s=60, c={"MaxAcc": "tab:blue", "MaxBatch": "tab:orange"}.get(label, "tab:green")))
             ax.scatter(row["mean_serving_accuracy"] * 100, row["slo_attainment"], label=label, **style)
         ax.set_title(trace["name"], fontsize=9)
         ax.set_xlabel("mean serving accuracy (%)")
