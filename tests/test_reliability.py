@@ -14,7 +14,6 @@ import urllib.request
 
 import grpc
 import numpy as np
-import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from superserve.tritonenv import REPO_ROOT, start_server
