@@ -14,6 +14,7 @@ import urllib.request
 
 import grpc
 import numpy as np
+import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from superserve.tritonenv import REPO_ROOT, start_server
@@ -125,6 +126,7 @@ def test_cancelled_requests_are_never_computed(server, profile, held_out):
     assert served - served_before == 400 + (40 - (cancelled - cancelled_before))
 
 
+@pytest.mark.integration  # starts its own tritonserver
 def test_sigterm_answers_every_queued_request_and_exits(tmp_path, profile, held_out):
     srv = start_server(REPO_ROOT / "model_repository", tmp_path / "server.log")
     top = len(profile["subnets"]) - 1
