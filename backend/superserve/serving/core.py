@@ -66,10 +66,14 @@ class SuperServeCore:
         self.clock = clock
         self.metrics.cost_model(self.overhead_ns)
         self._warm_up()
-        policy = make_policy(config.policy, self.profile, int(config.margin_ms * 1e6), config.num_buckets)
-        self.dispatcher = Dispatcher(policy, self._run, self._reject, self._is_cancelled, config.max_queue,
+        self.dispatcher = Dispatcher(self._make_policy(), self._run, self._reject, self._is_cancelled, config.max_queue,
                                      self.metrics, clock, config.drain_timeout_s, config.cancel_check_ms)
         self._specs: dict[str, object] = {}  # parameters JSON -> RequestSpec or error text: clients repeat them
+
+    def _make_policy(self):
+        """The configured policy over the current cost model (``self.profile``)."""
+        return make_policy(self.config.policy, self.profile, int(self.config.margin_ms * 1e6),
+                           self.config.num_buckets)
 
     @torch.inference_mode()
     def _warm_up(self) -> None:
@@ -122,8 +126,7 @@ class SuperServeCore:
         if abs(self.overhead_ns - self._policy_overhead_ns) > 0.15 * max(self._policy_overhead_ns, 50_000):
             self._policy_overhead_ns = self.overhead_ns
             self.profile = self.compute_profile.with_overhead(0, int(self.overhead_ns))
-            self.dispatcher.policy = make_policy(self.config.policy, self.profile, int(self.config.margin_ms * 1e6),
-                                                 self.config.num_buckets)
+            self.dispatcher.policy = self._make_policy()
             self.metrics.cost_model(self.overhead_ns)
 
     def _run(self, decision: Decision, batch: list[QueuedRequest]) -> None:

@@ -108,12 +108,14 @@ class Dispatcher:
                 continue
             # A request whose client gave up is dropped here, before any compute is spent on it.
             check_before = now - self._cancel_check_ns
-            live = [r for r in batch if r.arrival_ns > check_before or not self._is_cancelled(r)]
-            if len(live) < len(batch):
-                self._metrics.outcome("cancelled", len(batch) - len(live))
-                for request in batch:
-                    if request not in live:
-                        self._reject(request, "cancelled", CANCELLED_MESSAGE)
+            live, cancelled = [], []
+            for request in batch:
+                gone = request.arrival_ns <= check_before and self._is_cancelled(request)
+                (cancelled if gone else live).append(request)
+            if cancelled:
+                self._metrics.outcome("cancelled", len(cancelled))
+                for request in cancelled:
+                    self._reject(request, "cancelled", CANCELLED_MESSAGE)
             if live:
                 self._metrics.decision(batch[0].deadline_ns - now, decided_ns)
                 self._run_batch(decision, live)
