@@ -12,7 +12,7 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 EPOCHS ?= 20
 
-.PHONY: help setup model serve test unit bench-micro bench-server perf bench soak clean distclean
+.PHONY: help setup model serve test unit bench-micro bench-server perf bench soak overload clean distclean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,11 @@ bench: setup model  ## headline benchmark: SlackFit vs fixed models (QUICK=1: sm
 MINUTES ?= 10
 soak: setup model  ## soak benchmark: MINUTES (10) at 70% of capacity on a bursty trace, memory and losses
 	$(PY) -m superserve_client.soak --minutes $(MINUTES) --out results/soak.json
+
+TIMES ?= 3
+FLOOD_S ?= 60
+overload: setup model  ## overload benchmark: TIMES (3) x the fastest SubNet's capacity for FLOOD_S (60), then recovery
+	$(PY) -m superserve_client.overload --times $(TIMES) --seconds $(FLOOD_S) --out results/overload.json
 
 clean:  ## remove caches and results (keeps the venv and the model)
 	rm -rf results .pytest_cache

@@ -151,13 +151,57 @@ def test_serving_overhead_is_part_of_the_cost_model():
         Decision(0, 2)
 
 
-def test_slackfit_lookahead_steps_down_only_when_a_backlog_is_at_stake():
+def test_slackfit_lookahead_budgets_for_the_backlog():
     paper = make_policy("slackfit", PROFILE, num_buckets=4)
     la = make_policy("slackfit-la", PROFILE, num_buckets=4)
-    # 10.5 ms slack, nothing behind the batch: both take the top bucket (SubNet 2, batch 4, 10 ms)
-    assert la.decide(_queue(10.5), 0) == paper.decide(_queue(10.5), 0) == Decision(2, 4)
-    # six waiting: after SubNet 2 x4 (10 ms) the other two need >= 1.2 ms more; 10.5 is not enough
+    # nothing behind the head: the most accurate SubNet that fits the head's slack, at the queue's size
+    assert paper.decide(_queue(10.5), 0) == Decision(2, 4)
+    assert la.decide(_queue(10.5), 0) == Decision(2, 1)
+    # six waiting: after SubNet 2 x4 (10 ms) the other two need 1.5 ms on SubNet 0 by 11 ms: budget 9.5 ms
     q = _queue(10.5, 11, 11, 11, 11, 11)
     assert paper.decide(q, 0) == Decision(2, 4)
-    assert la.decide(q, 0) == Decision(1, 4)  # 5 ms + 1.2 ms fits
+    assert la.decide(q, 0) == Decision(1, 4)
+    # the same backlog with later deadlines leaves time: the head's slack is the binding limit again
+    assert la.decide(_queue(10.5, 20, 20, 20, 20, 20), 0) == Decision(2, 4)
+    # every later full batch is checked, not only the next one: 4 + 4 + 2 behind the head's batch
+    deep = _queue(10.5, 11, 11, 11, 13, 13, 13, 13, 14, 14, 14, 14, 30, 30)
+    assert la.backlog_budget(deep, 4, int(10.5 * MS), [int(x * MS) for x in (1.0, 1.5, 2.0, 2.5)]) == \
+        int(min(10.5, 13 - 2.5, 14 - 5.0, 30 - 6.5) * MS)
+    assert la.decide(deep, 0) == Decision(1, 4)  # 5 ms <= 9 ms < 10 ms
+    # the backlog cannot all be met: throughput first, the fastest SubNet at the largest batch the head allows
+    assert la.decide(_queue(3, 3, 3, 3, 3.2, 3.2), 0) == Decision(0, 4)
     assert la.decide(_queue(0.5), 0) is None  # infeasible heads are still shed
+
+
+def test_edf_queue_reads_deadlines_in_order_after_out_of_order_pushes():
+    q = _queue(5, 1, 3, 2, 4)
+    assert [q.deadline_at(i) // MS for i in range(5)] == [1, 2, 3, 4, 5]
+    q.pop_batch(0, 2)
+    assert [q.deadline_at(i) // MS for i in range(3)] == [3, 4, 5]
+
+
+def test_edf_queue_estimates_the_recent_arrival_rate():
+    q = EDFQueue(rate_window_ns=100 * MS)
+    assert q.arrival_rate(0) == 0.0
+    for i in range(1000):  # 1,000 req/s for 1 s, ten time constants
+        q.push(QueuedRequest(10**12, i * MS, 0, 2))
+    assert q.arrival_rate(999 * MS) == pytest.approx(1000, rel=0.01)
+    assert q.arrival_rate(1099 * MS) == pytest.approx(1000 / 2.718281828, rel=0.01)  # decays with no arrivals
+
+
+def test_slackfit_lookahead_keeps_spare_capacity_at_the_arrival_rate():
+    def busy_queue():
+        q = EDFQueue(rate_window_ns=100 * MS)
+        for i in range(500):  # 500 req/s for 1 s; all but the last one already served
+            q.push(QueuedRequest(i * 2 * MS + 100 * MS, i * 2 * MS, 0, 2))
+        while len(q) > 1:
+            q.pop_head()
+        return q
+
+    now = 998 * MS
+    # SubNet 2 costs 10 ms per full batch of 4: 2.5 ms a sample, 1.25 s of work per second at 500 req/s
+    assert make_policy("slackfit-la", PROFILE).decide(busy_queue(), now) == Decision(2, 1)
+    capped = make_policy("slackfit-la", PROFILE, max_utilization=0.9)
+    assert capped.decide(busy_queue(), now) == Decision(1, 1)  # 0.625 s per second: under 0.9
+    # when even the cheapest SubNet is over the cap, it still serves (the cap never sheds by itself)
+    assert make_policy("slackfit-la", PROFILE, max_utilization=0.1).decide(busy_queue(), now) == Decision(0, 1)

@@ -169,3 +169,30 @@ def test_sigterm_answers_every_queued_request_and_exits(tmp_path, profile, held_
     assert code == 0 and elapsed < 15 + 10  # within Triton's exit timeout (15 s) plus start-up slack
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.strip()
     assert not leftover
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def test_stop_kills_the_whole_process_group_when_sigterm_is_ignored(tmp_path):
+    """The SIGKILL fallback of ServerProcess.stop: a server that ignores SIGTERM, with a child (as
+    tritonserver has its Python stubs), leaves neither behind."""
+    from superserve.tritonenv import ServerProcess
+
+    script = 'trap "" TERM; sleep 60 & echo $!; wait'  # the child inherits the ignored SIGTERM
+    process = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    child = int(process.stdout.readline())
+    assert _alive(process.pid) and _alive(child)
+    server = ServerProcess(process, 0, 0, 0, tmp_path / "log")
+    started = time.monotonic()
+    assert server.stop(timeout_s=0.5) == -signal.SIGKILL
+    assert time.monotonic() - started < 10
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)

@@ -107,10 +107,29 @@ class _MetricsPoller(threading.Thread):
                 pass
 
 
-def compare_to_fixed(rows: list[dict]) -> dict:
-    """Paper-style figures against the best fixed choice (Clipper+): accuracy gain at equal-or-better
-    attainment, and attainment ratio at equal-or-better accuracy."""
-    slack = next(r for r in rows if r["system"] == "SlackFit")
+ADAPTIVE = ("SlackFit", "SlackFit-LA")  # the systems compared against the fixed choices
+
+
+def _better_on_both(r: dict, s: dict) -> bool:
+    return (r["slo_attainment"] >= s["slo_attainment"] and r["mean_serving_accuracy"] >= s["mean_serving_accuracy"]
+            and (r["slo_attainment"], r["mean_serving_accuracy"]) != (s["slo_attainment"], s["mean_serving_accuracy"]))
+
+
+def _clearly_better(r: dict, s: dict) -> bool:
+    """Better on both axes, and on one of them by more than either system's run-to-run spread."""
+    tol_att = max(r.get("attainment_spread", 0.0), s.get("attainment_spread", 0.0))
+    tol_acc = max(r.get("accuracy_spread", 0.0), s.get("accuracy_spread", 0.0))
+    return _better_on_both(r, s) and (r["slo_attainment"] - s["slo_attainment"] > tol_att or
+                                      r["mean_serving_accuracy"] - s["mean_serving_accuracy"] > tol_acc)
+
+
+def compare_to_fixed(rows: list[dict], system: str = "SlackFit") -> dict:
+    """Paper-style figures of ``system`` against the best fixed choice (Clipper+): accuracy gain at
+    equal-or-better attainment, attainment ratio at equal-or-better accuracy; and which systems dominate it,
+    on the mean (``dominated_by``) and beyond the run-to-run spread (``clearly_dominated_by``)."""
+    slack = next((r for r in rows if r["system"] == system), None)
+    if slack is None:
+        return {}
     fixed = [r for r in rows if r["system"].startswith("Clipper+")]
     at_least_attainment = [r for r in fixed if r["slo_attainment"] >= slack["slo_attainment"] - 1e-9]
     at_least_accuracy = [r for r in fixed if r["mean_serving_accuracy"] >= slack["mean_serving_accuracy"] - 1e-9]
@@ -124,13 +143,33 @@ def compare_to_fixed(rows: list[dict]) -> dict:
         best = max(at_least_accuracy, key=lambda r: r["slo_attainment"])
         out["attainment_ratio_at_equal_accuracy"] = slack["slo_attainment"] / max(best["slo_attainment"], 1e-9)
         out["vs_fixed_for_attainment_ratio"] = best["system"]
-    dominated_by = [r["system"] for r in rows if r is not slack and
-                    r["slo_attainment"] >= slack["slo_attainment"] and
-                    r["mean_serving_accuracy"] >= slack["mean_serving_accuracy"] and
-                    (r["slo_attainment"], r["mean_serving_accuracy"]) != (slack["slo_attainment"],
-                                                                           slack["mean_serving_accuracy"])]
-    out["slackfit_dominated_by"] = dominated_by
+    others = [r for r in rows if r is not slack and r["system"] not in ADAPTIVE]
+    out["dominated_by"] = [r["system"] for r in others if _better_on_both(r, slack)]
+    out["clearly_dominated_by"] = [r["system"] for r in others if _clearly_better(r, slack)]
     return out
+
+
+def aggregate(label: str, model: str, params: dict, runs: list[list], slo_ms: float) -> dict:
+    """One row from repeated runs of a system on a trace: figures over all their requests, plus the
+    spread (max - min) of attainment and accuracy between runs, the noise any comparison must beat."""
+    per_run = [summarise(records, slo_ms) for records in runs]
+    row = {"system": label, "model": model, "parameters": params,
+           **summarise([r for records in runs for r in records], slo_ms)}
+    attainment = [s["slo_attainment"] for s in per_run]
+    accuracy = [s["mean_serving_accuracy"] for s in per_run if s["mean_serving_accuracy"] == s["mean_serving_accuracy"]]
+    row["runs"] = [{"slo_attainment": s["slo_attainment"], "mean_serving_accuracy": s["mean_serving_accuracy"]}
+                   for s in per_run]
+    row["attainment_spread"] = max(attainment) - min(attainment)
+    row["accuracy_spread"] = (max(accuracy) - min(accuracy)) if accuracy else 0.0
+    return row
+
+
+def warm_up(server, systems, trace: Trace, slo_ms: float, images, seconds: float = 3.0) -> None:
+    """A few seconds of traffic through every model first: each is its own Python process, and its
+    first seconds (allocator, caches, the learned overhead) are not what the benchmark measures."""
+    head = Trace("warm-up", trace.arrivals_s[trace.arrivals_s < seconds], {"duration_s": seconds})
+    for model in dict.fromkeys(model for _, model, _ in systems):
+        replay_sync(head, server.grpc_url, slo_ms, images, {}, model=model)
 
 
 def build_traces(top: float, quick: bool, duration_s: float, seed: int) -> list[Trace]:
@@ -161,7 +200,11 @@ def plot(results: dict, out: Path) -> list[Path]:
                 marker="P", s=120, c="tab:brown", zorder=4) if label == "SlackFit-LA" else (
                 dict(marker="o", s=50, c="tab:gray") if label.startswith("Clipper+") else dict(
                 marker="s", s=60, c={"MaxAcc": "tab:blue", "MaxBatch": "tab:orange"}.get(label, "tab:green")))
-            ax.scatter(row["mean_serving_accuracy"] * 100, row["slo_attainment"], label=label, **style)
+            x, y = row["mean_serving_accuracy"] * 100, row["slo_attainment"]
+            ax.scatter(x, y, label=label, **style)
+            if row.get("attainment_spread") or row.get("accuracy_spread"):
+                ax.errorbar(x, y, xerr=50 * row.get("accuracy_spread", 0), yerr=row.get("attainment_spread", 0) / 2,
+                            fmt="none", ecolor=style["c"], alpha=0.6, zorder=3)
         ax.set_title(trace["name"], fontsize=9)
         ax.set_xlabel("mean serving accuracy (%)")
         ax.set_ylabel("SLO attainment")
@@ -184,7 +227,7 @@ def plot(results: dict, out: Path) -> list[Path]:
         axes[2].plot(dyn["batch_t_s"], dyn["batch_size"], c="tab:purple")
         axes[2].set_ylabel("mean batch size")
         axes[2].set_xlabel("time (s)")
-        axes[0].set_title(f"SlackFit dynamics on {dyn['trace']}")
+        axes[0].set_title(f"SlackFit-LA dynamics on {dyn['trace']}")
         fig.tight_layout()
         path = out / "dynamics.png"
         fig.savefig(path, dpi=110)
@@ -210,28 +253,40 @@ def dynamics(trace: Trace, records, poller: _MetricsPoller, bin_s: float) -> dic
             "batch_t_s": batch_t, "batch_size": batch}
 
 
+def _summary_line(system: str, c: dict) -> str:
+    parts = []
+    if "accuracy_gain_points_at_equal_attainment" in c:
+        parts.append(f"{c['accuracy_gain_points_at_equal_attainment']:+.2f} points accuracy at equal attainment "
+                     f"(vs {c['vs_fixed_for_accuracy_gain']})")
+    if "attainment_ratio_at_equal_accuracy" in c:
+        parts.append(f"{c['attainment_ratio_at_equal_accuracy']:.2f}x attainment at equal accuracy "
+                     f"(vs {c['vs_fixed_for_attainment_ratio']})")
+    if "dominated_by" in c:
+        parts.append("dominated by: " + (", ".join(c["dominated_by"]) or "none") + "; beyond run-to-run spread: " +
+                     (", ".join(c["clearly_dominated_by"]) or "none"))
+    return f"**{system}**: " + "; ".join(parts) + "."
+
+
 def markdown(results: dict) -> str:
     cap = results["capacity"]
-    lines = [f"SLO {results['slo_ms']:.1f} ms for every request; {results['duration_s']:.0f} s per run; loads relative "
-             f"to the most accurate SubNet's measured capacity ({cap['top_rps']:.0f} req/s; the fastest SubNet's: "
-             f"{cap['fastest_rps']:.0f} req/s).", ""]
+    repeats = results.get("repeats", 1)
+    lines = [f"SLO {results['slo_ms']:.1f} ms for every request; {results['duration_s']:.0f} s per run, {repeats} "
+             f"interleaved run(s) per system and trace (figures over all of them; ± is half the spread between runs); "
+             f"loads relative to the most accurate SubNet's measured capacity ({cap['top_rps']:.0f} req/s; the fastest "
+             f"SubNet's: {cap['fastest_rps']:.0f} req/s).", ""]
     for trace in results["traces"]:
-        lines += [f"### {trace['name']} (mean {trace['mean_rate']:.0f} req/s, {trace['requests']} requests)", "",
+        lines += [f"### {trace['name']} (mean {trace['mean_rate']:.0f} req/s, {trace['requests']} requests per run)", "",
                   "| system | SLO attainment | mean serving accuracy | p99 latency (ms) | shed | late |",
                   "|---|---|---|---|---|---|"]
         for r in trace["rows"]:
-            lines.append(f"| {r['system']} | {r['slo_attainment']:.4f} | {100 * r['mean_serving_accuracy']:.2f}% | "
+            lines.append(f"| {r['system']} | {r['slo_attainment']:.4f} ± {r.get('attainment_spread', 0) / 2:.4f} | "
+                         f"{100 * r['mean_serving_accuracy']:.2f}% ± {50 * r.get('accuracy_spread', 0):.2f} | "
                          f"{r['latency_ms']['p99']:.1f} | {r['outcomes']['shed']} | {r['outcomes']['late']} |")
-        c = trace["vs_fixed"]
-        parts = []
-        if "accuracy_gain_points_at_equal_attainment" in c:
-            parts.append(f"+{c['accuracy_gain_points_at_equal_attainment']:.2f} points accuracy at equal attainment "
-                         f"(vs {c['vs_fixed_for_accuracy_gain']})")
-        if "attainment_ratio_at_equal_accuracy" in c:
-            parts.append(f"{c['attainment_ratio_at_equal_accuracy']:.2f}x attainment at equal accuracy "
-                         f"(vs {c['vs_fixed_for_attainment_ratio']})")
-        parts.append("SlackFit dominated by: " + (", ".join(c["slackfit_dominated_by"]) or "none"))
-        lines += ["", "; ".join(parts) + ".", ""]
+        lines.append("")
+        for system, c in trace["vs_fixed"].items():
+            if c:
+                lines.append("- " + _summary_line(system, c))
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -247,47 +302,64 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--slo-ms", type=float, default=None,
                    help="SLO for all requests (default: 2x the most accurate SubNet's batch-16 latency)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=None,
+                   help="runs per system and trace, interleaved, to measure run-to-run noise (default 2, quick 1)")
+    p.add_argument("--systems", default="", help="comma-separated labels to run (default: all), e.g. SlackFit,INFaaS")
+    p.add_argument("--traces", default="", help="run only traces whose name contains this text, e.g. cv8")
     args = p.parse_args(argv)
     from superserve.serving.config import parameters_from_pbtxt, parse_config
 
     profile = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
     config = parse_config(parameters_from_pbtxt((MODEL_DIR / "config.pbtxt").read_text()))
-    duration = args.duration_s or (8.0 if args.quick else 20.0)
+    duration = args.duration_s or (8.0 if args.quick else 12.0)
+    repeats = args.repeats or (1 if args.quick else 2)
     slo_ms = args.slo_ms or default_slo_ms(profile, config.overhead_per_sample_ms, config.margin_ms)
     args.out.mkdir(parents=True, exist_ok=True)
     systems = systems_for(profile)
+    if args.systems:
+        wanted = {label.strip() for label in args.systems.split(",")}
+        unknown = wanted - {label for label, _, _ in systems}
+        if unknown:
+            p.error(f"unknown systems {sorted(unknown)}; choose from {[label for label, _, _ in systems]}")
+        systems = [s for s in systems if s[0] in wanted]
     images = load_digits().held_out_x.numpy()
     repo = make_bench_repository(args.out)
     server = start_server(repo, args.out / "server.log")
-    results = {"slo_ms": slo_ms, "duration_s": duration, "profile_threads": profile.get("threads"),
+    results = {"slo_ms": slo_ms, "duration_s": duration, "repeats": repeats, "profile_threads": profile.get("threads"),
                "serving_config": {"margin_ms": config.margin_ms,
                                   "overhead_per_sample_ms": config.overhead_per_sample_ms}, "traces": []}
     try:
         results["capacity"] = measure_capacity(server, profile, args.out)
-        traces = build_traces(results["capacity"]["top_rps"], args.quick, duration, args.seed)
+        traces = [t for t in build_traces(results["capacity"]["top_rps"], args.quick, duration, args.seed)
+                  if args.traces in t.name]
         for trace in traces:
             trace.save(args.out / "traces" / f"{trace.name}.json")
-        bar = tqdm(total=len(traces) * len(systems), desc="benchmark runs", unit="run")
+        warm_up(server, systems, traces[0], slo_ms, images)
+        bar = tqdm(total=len(traces) * len(systems) * repeats, desc="benchmark runs", unit="run")
         for t_index, trace in enumerate(traces):
-            rows = []
-            for label, model, params in systems:
-                bar.set_postfix_str(f"{trace.name} / {label}")
-                poller = _MetricsPoller(server.metrics_url)
-                watch = t_index == 0 and label == "SlackFit"
-                if watch:
-                    poller.start()
-                records = replay_sync(trace, server.grpc_url, slo_ms, images, params, model=model)
-                if watch:
-                    poller.stop_event.set()
-                    poller.join()
-                    results["dynamics"] = dynamics(trace, records, poller, bin_s=max(duration / 40, 0.25))
-                    (args.out / "records_slackfit.json").write_text(json.dumps([asdict(r) for r in records]))
-                rows.append({"system": label, "model": model, "parameters": params, **summarise(records, slo_ms)})
-                bar.update(1)
-                time.sleep(0.5)  # let the server drain before the next run
+            runs: dict[str, list] = {label: [] for label, _, _ in systems}
+            for rep in range(repeats):
+                # interleaved, each repeat in another order, so a slow spell of the machine is shared out
+                order = systems if rep % 2 == 0 else systems[::-1]
+                for label, model, params in order:
+                    bar.set_postfix_str(f"{trace.name} / {label}")
+                    poller = _MetricsPoller(server.metrics_url)
+                    watch = t_index == 0 and rep == 0 and label == "SlackFit-LA"
+                    if watch:
+                        poller.start()
+                    records = replay_sync(trace, server.grpc_url, slo_ms, images, params, model=model)
+                    if watch:
+                        poller.stop_event.set()
+                        poller.join()
+                        results["dynamics"] = dynamics(trace, records, poller, bin_s=max(duration / 40, 0.25))
+                        (args.out / "records_slackfit_la.json").write_text(json.dumps([asdict(r) for r in records]))
+                    runs[label].append(records)
+                    bar.update(1)
+                    time.sleep(0.5)  # let the server drain before the next run
+            rows = [aggregate(label, model, params, runs[label], slo_ms) for label, model, params in systems]
             results["traces"].append({"name": trace.name, "params": trace.params, "mean_rate": trace.mean_rate,
                                       "requests": len(trace.arrivals_s), "rows": rows,
-                                      "vs_fixed": compare_to_fixed(rows)})
+                                      "vs_fixed": {system: compare_to_fixed(rows, system) for system in ADAPTIVE}})
         bar.close()
         text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
         learned = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()

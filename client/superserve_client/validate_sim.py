@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
             if real is None:
                 continue
             sim = summarise(simulate(trace.arrivals_s, make_policy(policy, profile, int(config.margin_ms * 1e6),
-                                                                   config.num_buckets),
+                                                                   config.num_buckets, config.lookahead_safety,
+                                                                   config.max_utilization),
                                      results["slo_ms"], max_queue=config.max_queue), results["slo_ms"])
             rows.append({"trace": trace.name, "system": label, "real_attainment": real["slo_attainment"],
                          "simulated_attainment": sim["slo_attainment"],

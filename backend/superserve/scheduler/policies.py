@@ -9,10 +9,9 @@ queue, or ``None`` when even the fastest SubNet allowed for that request cannot 
   slowest at the largest batch; each bucket holds the (SubNet, batch) with the largest batch whose latency
   fits under the bucket's upper edge, ties to the more accurate SubNet. The head's remaining slack
   selects the bucket whose edge is closest to but not above it.
-- ``slackfit-la`` (ours, not in the paper): SlackFit with a one-batch lookahead. When more samples wait
-  than the bucket's batch, it steps down to the highest bucket whose batch still leaves time for the
-  fastest SubNet to serve the rest (up to one more full batch) before the head's deadline, a lower
-  bound on the others' deadlines. It keeps SlackFit's choice whenever no backlog is at stake.
+- ``slackfit-la`` (ours, not in the paper): SlackFit with a backlog lookahead. The slack it spends is
+  the head's, tightened so that the rest of the queue, served after this batch by the fastest SubNet,
+  still meets its deadlines; within it, the most accurate SubNet that serves a full batch of what waits.
 - ``maxacc``: the most accurate SubNet that fits at batch 1, then the largest batch it fits.
 - ``maxbatch``: the largest batch some SubNet fits, then the most accurate SubNet at that batch.
 - ``fixed:<i>``: always SubNet ``i`` (Clipper+, one fixed model), at the largest batch that fits.
@@ -46,6 +45,8 @@ class QueueView(Protocol):
     def __len__(self) -> int: ...
     def head(self): ...
     def count_for(self, subnet: int) -> int: ...
+    def deadline_at(self, position: int) -> int: ...
+    def arrival_rate(self, now_ns: int) -> float: ...
 
 
 class Policy:
@@ -68,9 +69,9 @@ class Policy:
         if lo > hi:
             return None
         slack = head.deadline_ns - now_ns - self.margin_ns
-        return self.choose(queue, lo, hi, slack)
+        return self.choose(queue, lo, hi, slack, now_ns)
 
-    def choose(self, queue: QueueView, lo: int, hi: int, slack_ns: int) -> Decision | None:
+    def choose(self, queue: QueueView, lo: int, hi: int, slack_ns: int, now_ns: int) -> Decision | None:
         raise NotImplementedError
 
     def feasible(self, lo: int, hi: int, slo_ns: int) -> bool:
@@ -120,7 +121,7 @@ class SlackFit(Policy):
             choices.append(Decision(best[1], best[0]))
         return edges, choices
 
-    def choose(self, queue, lo, hi, slack_ns):
+    def choose(self, queue, lo, hi, slack_ns, now_ns):
         edges, choices = self.buckets(lo, hi)
         i = bisect.bisect_right(edges, slack_ns) - 1
         if i < 0:
@@ -129,37 +130,82 @@ class SlackFit(Policy):
 
 
 class SlackFitLookahead(SlackFit):
+    """SlackFit that also budgets for the requests behind the batch it is about to run (ours).
+
+    The paper's SlackFit spends the head's whole slack. Under load the requests queued behind the
+    batch then inherit too little time and are shed. Here the slack is first tightened by the backlog:
+    after this batch, the rest of the queue, served by the fastest allowed SubNet at full batches, must
+    still meet each batch's first deadline. With that budget it serves as many waiting samples as a
+    batch holds (up to ``max_batch``) on the most accurate SubNet that fits. With an empty backlog
+    the budget is the head's slack and the choice is SlackFit's top bucket at the queue's size.
+    Positions in the queue count requests; a request holding several images counts as one.
+    ``safety`` plans those later batches at (1 + safety) x the fastest latency: headroom for cost-model
+    error and for arrivals, taken from the batch about to run. ``max_utilization`` keeps spare capacity:
+    a SubNet whose full-batch cost per sample, at the recent arrival rate, would keep the server busier
+    than this fraction of the time is passed over (an adaptive policy otherwise turns all spare capacity
+    into accuracy, and then any slow batch or burst costs deadlines).
+    """
+
     name = "slackfit-la"
 
-    def choose(self, queue, lo, hi, slack_ns):
-        edges, choices = self.buckets(lo, hi)
-        i = bisect.bisect_right(edges, slack_ns) - 1
-        if i < 0:
-            return None
-        waiting = len(queue)
-        fastest = self._fastest(lo, hi)
-        while i > 0:
-            c = choices[i]
-            rest = min(self.profile.max_batch, waiting - c.batch_size)
-            if rest <= 0 or self.profile.latency_ns(c.subnet, c.batch_size) + fastest[rest - 1] <= slack_ns:
-                break
-            i -= 1
-        return choices[i]
+    def __init__(self, profile: Profile, margin_ns: int = 0, num_buckets: int = DEFAULT_BUCKETS,
+                 safety: float = 0.0, max_utilization: float = 1.0) -> None:
+        super().__init__(profile, margin_ns, num_buckets)
+        if not 0.0 <= safety:
+            raise ValueError(f"lookahead safety must be >= 0, got {safety}")
+        if not 0.0 < max_utilization:
+            raise ValueError(f"max_utilization must be > 0, got {max_utilization}")
+        self.safety = safety
+        self.max_utilization = max_utilization
+        # per SubNet: seconds of server time per sample at a full batch, scaled by the utilization cap
+        self._full_batch_cost = [p.latency_ns(s, p.max_batch) / p.max_batch / 1e9 / max_utilization
+                                 for p in (profile,) for s in range(profile.size)]
 
-    def _fastest(self, lo: int, hi: int) -> list[int]:
-        """Cheapest latency at each batch size over SubNets lo..hi."""
+    def choose(self, queue, lo, hi, slack_ns, now_ns):
+        p = self.profile
+        fastest, cheapest = self._fastest(lo, hi)
+        budget = min(slack_ns, self.backlog_budget(queue, min(p.max_batch, len(queue)), slack_ns, fastest))
+        rate = queue.arrival_rate(now_ns) if self.max_utilization < 1.0 else 0.0
+        for s in range(hi, lo - 1, -1):
+            b = min(p.max_batch, queue.count_for(s))
+            if b and p.latency_ns(s, b) <= budget and (rate * self._full_batch_cost[s] <= 1.0 or s == cheapest):
+                return Decision(s, b)
+        # The backlog cannot all be met: serve the most samples the head's slack allows, fastest first.
+        b = self._largest_batch(cheapest, slack_ns, min(p.max_batch, queue.count_for(cheapest)))
+        return Decision(cheapest, b) if b else None
+
+    def backlog_budget(self, queue, taken: int, slack_ns: int, fastest: list[int]) -> int:
+        """Latest finish of the next batch (ns from now, less the margin) that leaves the requests from
+        position ``taken`` on servable by full batches of the fastest SubNet by their deadlines."""
+        n = len(queue)
+        head = queue.deadline_at(0)
+        budget = slack_ns
+        spent = 0
+        i = taken
+        while i < n:
+            k = min(self.profile.max_batch, n - i)
+            spent += fastest[k - 1]
+            budget = min(budget, slack_ns + queue.deadline_at(i) - head - spent)
+            i += k
+        return budget
+
+    def _fastest(self, lo: int, hi: int) -> tuple[list[int], int]:
+        """Cheapest latency at each batch size over SubNets lo..hi, and the SubNet fastest at full batch."""
         key = ("fastest", lo, hi)
         table = self._tables.get(key)
         if table is None:
-            table = self._tables[key] = [min(self.profile.latency_ns(s, b) for s in range(lo, hi + 1))
-                                         for b in range(1, self.profile.max_batch + 1)]
+            p = self.profile
+            latency = [int((1.0 + self.safety) * min(p.latency_ns(s, b) for s in range(lo, hi + 1)))
+                       for b in range(1, p.max_batch + 1)]
+            cheapest = min(range(lo, hi + 1), key=lambda s: (p.latency_ns(s, p.max_batch), s))
+            table = self._tables[key] = (latency, cheapest)
         return table
 
 
 class MaxAcc(Policy):
     name = "maxacc"
 
-    def choose(self, queue, lo, hi, slack_ns):
+    def choose(self, queue, lo, hi, slack_ns, now_ns):
         for s in range(hi, lo - 1, -1):
             if self.profile.latency_ns(s, 1) <= slack_ns:
                 return Decision(s, self._largest_batch(s, slack_ns, min(self.profile.max_batch, queue.count_for(s))))
@@ -169,7 +215,7 @@ class MaxAcc(Policy):
 class MaxBatch(Policy):
     name = "maxbatch"
 
-    def choose(self, queue, lo, hi, slack_ns):
+    def choose(self, queue, lo, hi, slack_ns, now_ns):
         best = None
         for s in range(hi, lo - 1, -1):  # most accurate first, so ties keep the more accurate SubNet
             b = self._largest_batch(s, slack_ns, min(self.profile.max_batch, queue.count_for(s)))
@@ -191,7 +237,7 @@ class Fixed(Policy):
     def allowed(self, lo, hi):
         return (self.subnet, self.subnet) if lo <= self.subnet <= hi else (1, 0)
 
-    def choose(self, queue, lo, hi, slack_ns):
+    def choose(self, queue, lo, hi, slack_ns, now_ns):
         b = self._largest_batch(lo, slack_ns, min(self.profile.max_batch, queue.count_for(lo)))
         return Decision(lo, b) if b else None
 
@@ -204,18 +250,19 @@ class Cheapest(Policy):
     def allowed(self, lo, hi):
         return lo, lo
 
-    def choose(self, queue, lo, hi, slack_ns):
+    def choose(self, queue, lo, hi, slack_ns, now_ns):
         b = self._largest_batch(lo, slack_ns, min(self.profile.max_batch, queue.count_for(lo)))
         return Decision(lo, b) if b else None
 
 
-def make_policy(spec: str, profile: Profile, margin_ns: int = 0, num_buckets: int = DEFAULT_BUCKETS) -> Policy:
+def make_policy(spec: str, profile: Profile, margin_ns: int = 0, num_buckets: int = DEFAULT_BUCKETS,
+                lookahead_safety: float = 0.0, max_utilization: float = 1.0) -> Policy:
     """Create a policy by name: slackfit, slackfit-la, maxacc, maxbatch, fixed:<index>, cheapest."""
     name = spec.strip().lower()
     if name == "slackfit":
         return SlackFit(profile, margin_ns, num_buckets)
     if name == "slackfit-la":
-        return SlackFitLookahead(profile, margin_ns, num_buckets)
+        return SlackFitLookahead(profile, margin_ns, num_buckets, lookahead_safety, max_utilization)
     if name == "maxacc":
         return MaxAcc(profile, margin_ns)
     if name == "maxbatch":

@@ -4,12 +4,18 @@ Each request may be served only by SubNets in an index range ``[lo, hi]`` (all S
 floor, or one pinned SubNet). The queue keeps a count per range so that "how many waiting requests
 could this SubNet serve" costs O(number of distinct ranges), not O(queue length). Counts and batch
 sizes are in samples: a request may carry several images, which always run in the same batch.
+
+The queue is a list kept sorted by (deadline, arrival order), not a heap, so that a policy can read the
+k-th earliest deadline in O(1) to look ahead past the batch it is about to run. Inserts are a binary
+search plus a memmove over at most ``max_queue`` pointers; with one SLO for all requests an insert
+lands at the end.
 """
 
 from __future__ import annotations
 
-import heapq
+import bisect
 import itertools
+import math
 from typing import Any, Iterator
 
 __all__ = ["QueuedRequest", "EDFQueue"]
@@ -38,28 +44,53 @@ class QueuedRequest:
 
 
 class EDFQueue:
-    """Min-heap on (deadline, arrival order). Not thread-safe: the dispatcher holds its own lock."""
+    """Sorted on (deadline, arrival order). Not thread-safe: the dispatcher holds its own lock."""
 
-    def __init__(self) -> None:
-        self._heap: list[QueuedRequest] = []
+    def __init__(self, rate_window_ns: int = 100_000_000) -> None:
+        self._items: list[QueuedRequest] = []
+        # Arrival rate: samples counted with exponential decay over ``rate_window_ns`` (a time constant).
+        self._rate_window_ns = rate_window_ns
+        self._decayed = 0.0
+        self._last_arrival_ns: int | None = None
         self._seq = itertools.count()
         self._ranges: dict[tuple[int, int], int] = {}
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._items)
 
     def __iter__(self) -> Iterator[QueuedRequest]:
-        """Requests in no particular order (for shutdown and inspection)."""
-        return iter(list(self._heap))
+        """Requests in deadline order (a snapshot: for shutdown and inspection)."""
+        return iter(list(self._items))
+
+    def arrival_rate(self, now_ns: int) -> float:
+        """Recent arrivals, in samples per second (an exponentially weighted estimate)."""
+        if self._last_arrival_ns is None:
+            return 0.0
+        age = max(0, now_ns - self._last_arrival_ns)
+        return self._decayed * math.exp(-age / self._rate_window_ns) * 1e9 / self._rate_window_ns
 
     def push(self, request: QueuedRequest) -> None:
         request.seq = next(self._seq)
-        heapq.heappush(self._heap, request)
+        if self._last_arrival_ns is not None:
+            age = max(0, request.arrival_ns - self._last_arrival_ns)
+            self._decayed *= math.exp(-age / self._rate_window_ns)
+        if self._last_arrival_ns is None or request.arrival_ns > self._last_arrival_ns:
+            self._last_arrival_ns = request.arrival_ns
+        self._decayed += request.size
+        items = self._items
+        if not items or not request < items[-1]:
+            items.append(request)
+        else:
+            bisect.insort_right(items, request)
         key = (request.lo, request.hi)
         self._ranges[key] = self._ranges.get(key, 0) + request.size
 
     def head(self) -> QueuedRequest:
-        return self._heap[0]
+        return self._items[0]
+
+    def deadline_at(self, position: int) -> int:
+        """Deadline of the request at ``position`` in EDF order (0 is the head)."""
+        return self._items[position].deadline_ns
 
     def count_for(self, subnet: int) -> int:
         """How many waiting samples ``subnet`` may serve."""
@@ -74,7 +105,7 @@ class EDFQueue:
             del self._ranges[key]
 
     def pop_head(self) -> QueuedRequest:
-        request = heapq.heappop(self._heap)
+        request = self._items.pop(0)
         self._forget(request)
         return request
 
@@ -83,33 +114,36 @@ class EDFQueue:
 
         The first compatible request is always taken, even if it alone holds more samples.
         """
+        items = self._items
         batch: list[QueuedRequest] = []
-        skipped: list[QueuedRequest] = []
-        heap = self._heap
+        skipped: list[QueuedRequest] = []  # earlier requests this SubNet may not serve: they stay
         samples = 0
-        while heap and samples < batch_size:
-            request = heap[0]
+        i = 0
+        while i < len(items) and samples < batch_size:
+            request = items[i]
+            i += 1
             if not request.lo <= subnet <= request.hi:
-                skipped.append(heapq.heappop(heap))
+                skipped.append(request)
                 continue
             if batch and samples + request.size > batch_size:
+                i -= 1
                 break
-            heapq.heappop(heap)
             self._forget(request)
             batch.append(request)
             samples += request.size
-        for request in skipped:
-            heapq.heappush(heap, request)
+        if skipped:
+            items[:i] = skipped
+        else:
+            del items[:i]
         return batch
 
     def remove_if(self, predicate) -> list[QueuedRequest]:
         """Remove every request matching ``predicate`` (cancelled ones, or all at shutdown)."""
         keep, removed = [], []
-        for request in self._heap:
+        for request in self._items:
             (removed if predicate(request) else keep).append(request)
         if removed:
-            self._heap = keep
-            heapq.heapify(self._heap)
+            self._items = keep
             for request in removed:
                 self._forget(request)
         return removed

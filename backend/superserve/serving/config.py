@@ -16,6 +16,8 @@ __all__ = ["ServingConfig", "parse_config", "parameters_from_pbtxt"]
 class ServingConfig:
     policy: str = "slackfit"
     num_buckets: int = DEFAULT_BUCKETS
+    lookahead_safety: float = 0.0  # slackfit-la: plan the backlog at (1 + this) x the fastest SubNet's latency
+    max_utilization: float = 1.0  # slackfit-la: pass over SubNets that would keep the server busier than this
     default_slo_ms: float = 50.0
     max_slo_ms: float = 60_000.0
     max_queue: int = 512  # waiting requests; beyond it new requests are refused with UNAVAILABLE
@@ -29,6 +31,8 @@ class ServingConfig:
 
 _BOUNDS = {
     "num_buckets": (2, 10_000),
+    "lookahead_safety": (0.0, 100.0),
+    "max_utilization": (0.01, 1.0),
     "default_slo_ms": (0.001, None),
     "max_slo_ms": (0.001, None),
     "max_queue": (1, 1_000_000),

@@ -33,7 +33,7 @@ def decision_times(profile: dict, queue_lengths=(1, 16, 256), decisions: int = 2
     rng = random.Random(0)
     out = {}
     top = p.latency_ns(p.size - 1, p.max_batch)
-    for policy_name in ("slackfit", "maxacc", "maxbatch"):
+    for policy_name in ("slackfit", "slackfit-la", "maxacc", "maxbatch"):
         policy = make_policy(policy_name, p)
         for n in queue_lengths:
             queue = EDFQueue()

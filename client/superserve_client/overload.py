@@ -1,0 +1,151 @@
+"""Overload benchmark: open-loop traffic at a multiple of the FASTEST SubNet's measured capacity for a
+minute, against a real tritonserver, then light traffic to see how fast the server recovers.
+
+perf_analyzer (C++, from the pinned wheel) generates the flood, because a Python client cannot send
+thousands of requests a second on this machine. A light probe stream (our open-loop replayer) runs
+through the flood and after it, so every probe request has its own record. The books are checked on
+the server: every request Triton accepted got exactly one answer from the model (result, late
+result, or UNAVAILABLE), and the model's queue stayed within its bound.
+
+    .venv/bin/python -m superserve_client.overload --times 3 --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from superserve.tritonenv import REPO_ROOT, ensure_triton_home, perf_analyzer_env, start_server
+
+from .metrics import summarise
+from .replay import replay_sync
+from .soak import _rss_kb
+from .traces import Trace
+
+__all__ = ["main"]
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """The server's Prometheus counters and gauges, summed over labels, keyed by metric name and label text."""
+    out: dict[str, float] = {}
+    for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        key, value = line.rsplit(" ", 1)
+        out[key] = float(value)
+    return out
+
+
+def _total(metrics: dict[str, float], prefix: str, model: str = 'model="superserve"') -> float:
+    return sum(v for k, v in metrics.items() if k.startswith(prefix) and model in k)
+
+
+class _Sampler(threading.Thread):
+    """Every half second: the model's queue length, Triton's pending requests, resident memory."""
+
+    def __init__(self, server):
+        super().__init__(daemon=True)
+        self.server, self.samples, self.stop_event = server, [], threading.Event()
+
+    def run(self):
+        start = time.perf_counter()
+        while not self.stop_event.wait(0.5):
+            try:
+                m = _scrape(self.server.metrics_url)
+            except OSError:
+                continue
+            self.samples.append({"t_s": time.perf_counter() - start,
+                                 "queue_length": _total(m, "superserve_queue_length"),
+                                 "triton_pending": _total(m, "nv_inference_pending_request_count"),
+                                 "rss_kb": _rss_kb(self.server.process.pid)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    from superserve.data import load_digits
+    from superserve.serving.config import parameters_from_pbtxt, parse_config
+    from superserve.tools.bench_server import saturation
+
+    from .bench import MODEL_DIR, default_slo_ms
+    from .perf import write_input_data
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--times", type=float, default=3.0, help="offered load as a multiple of the fastest SubNet's capacity")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the flood")
+    p.add_argument("--after-s", type=float, default=10.0, help="light traffic after the flood")
+    p.add_argument("--probe-rps", type=float, default=50.0, help="rate of the probe stream (our replayer)")
+    p.add_argument("--slo-ms", type=float, default=None, help="default: the benchmark's SLO (cost model)")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "overload.json")
+    args = p.parse_args(argv)
+    profile = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
+    config = parse_config(parameters_from_pbtxt((MODEL_DIR / "config.pbtxt").read_text()))
+    slo_ms = args.slo_ms or default_slo_ms(profile, config.overhead_per_sample_ms, config.margin_ms)
+    images = load_digits().held_out_x.numpy()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    data = write_input_data(args.out.parent / "overload_input.json")
+    server = start_server(REPO_ROOT / "model_repository", args.out.with_suffix(".server.log"))
+    sampler = _Sampler(server)
+    try:
+        fastest = saturation(server, data, 32, 4.0, subnet=0)["throughput_rps"]
+        rate = args.times * fastest
+        before = _scrape(server.metrics_url)
+        total_s = args.seconds + args.after_s
+        rng = np.random.default_rng(0)
+        probe = Trace("probe", np.cumsum(rng.exponential(1 / args.probe_rps, int(args.probe_rps * total_s * 1.2))),
+                      {"rate": args.probe_rps, "duration_s": total_s})
+        probe = Trace("probe", probe.arrivals_s[probe.arrivals_s < total_s], probe.params)
+        flood = [str(Path(sys.executable).parent / "perf_analyzer"), "-m", "superserve", "-u", server.grpc_url,
+                 "-i", "grpc", "--input-data", str(data), "--request-parameter", f"slo_ms:{int(round(slo_ms))}:int",
+                 "--request-rate-range", f"{rate:.0f}", "--request-distribution", "poisson",
+                 "--measurement-interval", str(int(args.seconds * 1000)), "--max-trials", "1",
+                 "--stability-percentage", "100", "--max-threads", "8"]
+        print(f"flood: {rate:.0f} req/s ({args.times:g}x the fastest SubNet's {fastest:.0f} req/s) for "
+              f"{args.seconds:.0f} s, SLO {slo_ms} ms; probe {args.probe_rps:g} req/s for {total_s:.0f} s", flush=True)
+        sampler.start()
+        started = time.perf_counter()
+        perf = subprocess.Popen(flood, env=perf_analyzer_env(ensure_triton_home()), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        records = replay_sync(probe, server.grpc_url, slo_ms, images, progress=True)
+        perf_out, _ = perf.communicate(timeout=600)
+        flood_s = time.perf_counter() - started
+        time.sleep(2.0)  # metrics reach Prometheus twice a second
+        after = _scrape(server.metrics_url)
+    finally:
+        sampler.stop_event.set()
+        server.stop()
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    accepted = _total(delta, "nv_inference_request_success") + _total(delta, "nv_inference_request_failure")
+    answers = {o: _total(delta, f'superserve_requests_total{{model="superserve",outcome="{o}"')
+               for o in ("on_time", "late", "shed", "error", "cancelled")}
+    recovery = [r for r in records if r.scheduled_s >= args.seconds + 2.0]
+    report = {
+        "offered_rps": rate, "fastest_rps": fastest, "slo_ms": slo_ms, "flood_s": args.seconds,
+        "perf_analyzer_tail": perf_out[-1500:],
+        "triton_requests": accepted, "model_answers": answers, "model_answers_total": sum(answers.values()),
+        "max_queue_length": max((s["queue_length"] for s in sampler.samples), default=0),
+        "max_triton_pending": max((s["triton_pending"] for s in sampler.samples), default=0),
+        "rss_kb": [s["rss_kb"] for s in sampler.samples], "samples": sampler.samples,
+        "probe": summarise(records, slo_ms),
+        "probe_recovery_after_2s": summarise(recovery, slo_ms) if recovery else None,
+        "probe_lost": len(probe.arrivals_s) - len(records), "wall_s": flood_s,
+    }
+    args.out.write_text(json.dumps(report, indent=1))
+    rss = report["rss_kb"]
+    rec = report["probe_recovery_after_2s"]
+    print(f"Triton took {accepted:.0f} requests; the model answered {report['model_answers_total']:.0f} "
+          f"({', '.join(f'{k} {v:.0f}' for k, v in answers.items())}); queue max {report['max_queue_length']:.0f} "
+          f"(bound {config.max_queue}), Triton pending max {report['max_triton_pending']:.0f}; RSS "
+          f"{rss[0] / 1024 if rss else 0:.0f} -> max {max(rss, default=0) / 1024:.0f} MB; probe: "
+          f"{report['probe']['outcomes']}, lost {report['probe_lost']}; recovery (from 2 s after the flood): "
+          f"attainment {rec['slo_attainment'] if rec else float('nan'):.4f} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
