@@ -10,6 +10,7 @@ import asyncio
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import grpc
@@ -126,49 +127,101 @@ def test_cancelled_requests_are_never_computed(server, profile, held_out):
     assert served - served_before == 400 + (40 - (cancelled - cancelled_before))
 
 
+def _children(pid: int) -> list[int]:
+    """The server's child processes: the Python backend stubs, one per model instance."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def _flood(srv, held_out, top: int, act, count: int = 300) -> list[str]:
+    """``count`` slow requests (pinned to the most accurate SubNet, generous SLO) in flight, then ``act()``:
+    each request's outcome, "ok" or its gRPC error."""
+    async def run():
+        channel = grpc.aio.insecure_channel(srv.grpc_url)
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        r = service_pb2.ModelInferRequest(model_name="superserve")
+        t = r.inputs.add(name="INPUT", datatype="FP32")
+        t.shape.extend([1, 1, 28, 28])
+        r.raw_input_contents.append(held_out[0][0].tobytes())
+        r.parameters["slo_ms"].double_param = 30_000.0
+        r.parameters["subnet"].int64_param = top
+
+        async def call():
+            try:
+                await stub.ModelInfer(r, timeout=60)
+                return "ok"
+            except grpc.aio.AioRpcError as exc:
+                return f"{exc.code().name}: {exc.details()}"
+
+        tasks = [asyncio.create_task(call()) for _ in range(count)]
+        await asyncio.sleep(0.3)
+        await asyncio.get_running_loop().run_in_executor(None, act)  # ~count requests queued or running
+        results = await asyncio.gather(*tasks)
+        await channel.close()
+        return results
+
+    return asyncio.run(run())
+
+
+def _wait_gone(pids: list[int], timeout_s: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
 @pytest.mark.integration  # starts its own tritonserver
 def test_sigterm_answers_every_queued_request_and_exits(tmp_path, profile, held_out):
     srv = start_server(REPO_ROOT / "model_repository", tmp_path / "server.log")
-    top = len(profile["subnets"]) - 1
+    stubs = _children(srv.process.pid)
     try:
-        async def run():
-            channel = grpc.aio.insecure_channel(srv.grpc_url)
-            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            r = service_pb2.ModelInferRequest(model_name="superserve")
-            t = r.inputs.add(name="INPUT", datatype="FP32")
-            t.shape.extend([1, 1, 28, 28])
-            r.raw_input_contents.append(held_out[0][0].tobytes())
-            r.parameters["slo_ms"].double_param = 30_000.0
-            r.parameters["subnet"].int64_param = top
-
-            async def call():
-                try:
-                    await stub.ModelInfer(r, timeout=60)
-                    return "ok"
-                except grpc.aio.AioRpcError as exc:
-                    return f"{exc.code().name}: {exc.details()}"
-
-            tasks = [asyncio.create_task(call()) for _ in range(300)]
-            await asyncio.sleep(0.3)
-            srv.process.send_signal(signal.SIGTERM)  # ~300 requests queued or running
-            results = await asyncio.gather(*tasks)
-            await channel.close()
-            return results
-
         start = time.monotonic()
-        results = asyncio.run(run())
+        results = _flood(srv, held_out, len(profile["subnets"]) - 1, lambda: srv.process.send_signal(signal.SIGTERM))
         code = srv.process.wait(60)
         elapsed = time.monotonic() - start
     finally:
         srv.stop()
-    assert len(results) == 300
+    assert len(results) == 300 and stubs
     # each got a result or an explicit refusal: ours for queued requests, Triton's for late arrivals
     unexplained = [r for r in results if r != "ok" and "shutting down" not in r and "Server is stopping" not in r]
     assert not unexplained, unexplained[:3]
     assert results.count("ok") > 0
     assert code == 0 and elapsed < 15 + 10  # within Triton's exit timeout (15 s) plus start-up slack
-    leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.strip()
-    assert not leftover
+    assert not _wait_gone(stubs, 5.0)  # no Python stub left behind
+
+
+@pytest.mark.integration  # starts its own tritonserver, with explicit model control
+def test_unload_answers_every_queued_request_and_stops_the_stub(tmp_path, profile, held_out):
+    srv = start_server(REPO_ROOT / "model_repository", tmp_path / "server.log",
+                       extra=["--model-control-mode=explicit", "--load-model=superserve"])
+    stubs = _children(srv.process.pid)
+    base = f"http://{srv.http_url}/v2"
+
+    def unload():
+        request = urllib.request.Request(f"{base}/repository/models/superserve/unload", data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.status == 200
+
+    try:
+        results = _flood(srv, held_out, len(profile["subnets"]) - 1, unload)
+        left = _wait_gone(stubs)
+        with urllib.request.urlopen(f"{base}/health/live", timeout=10) as response:
+            live = response.status
+        try:
+            urllib.request.urlopen(f"{base}/models/superserve/ready", timeout=10)
+            ready = True
+        except urllib.error.HTTPError:
+            ready = False
+    finally:
+        srv.stop()
+    assert len(results) == 300 and stubs
+    # each got a result or an explicit refusal: ours while draining, Triton's once the model is gone
+    unexplained = [r for r in results if r != "ok" and "shutting down" not in r and "unavailable" not in r.lower()
+                   and "not found" not in r and "not ready" not in r]
+    assert not unexplained, unexplained[:3]
+    assert results.count("ok") > 0
+    assert not left  # the model's stub exited
+    assert live == 200 and not ready  # the server keeps running without the model
 
 
 def _alive(pid: int) -> bool:

@@ -87,3 +87,38 @@ def test_metrics_follow_the_paper_definitions():
     assert s["mean_serving_accuracy"] == pytest.approx(0.96)  # over on-time requests only
     assert s["outcomes"] == {"on_time": 2, "late": 1, "shed": 1, "error": 0, "timeout": 0}
     assert s["latency_ms"]["max"] == 40.0 and s["subnet_share"] == {"1": 0.5, "3": 0.5}
+
+
+def _row(system, attainment, accuracy, att_spread=0.0, acc_spread=0.0):
+    return {"system": system, "slo_attainment": attainment, "mean_serving_accuracy": accuracy,
+            "attainment_spread": att_spread, "accuracy_spread": acc_spread}
+
+
+def test_benchmark_figures_against_fixed_models_and_dominance_beyond_noise():
+    from superserve_client.bench import compare_to_fixed
+
+    rows = [_row("SlackFit-LA", 0.990, 0.980, 0.004, 0.001),
+            _row("MaxBatch", 0.992, 0.9805, 0.003, 0.001),  # better on both, but within the spread
+            _row("Clipper+ 0.938", 0.999, 0.938), _row("Clipper+ 0.974", 0.995, 0.974),
+            _row("Clipper+ 0.987", 0.500, 0.987)]
+    c = compare_to_fixed(rows, "SlackFit-LA")
+    # best fixed model with at least SlackFit-LA's attainment: 0.974; with at least its accuracy: 0.987
+    assert c["vs_fixed_for_accuracy_gain"] == "Clipper+ 0.974"
+    assert c["accuracy_gain_points_at_equal_attainment"] == pytest.approx(0.6)
+    assert c["attainment_ratio_at_equal_accuracy"] == pytest.approx(0.990 / 0.500)
+    assert c["dominated_by"] == ["MaxBatch"] and c["clearly_dominated_by"] == []
+    rows[1] = _row("MaxBatch", 0.999, 0.981, 0.003, 0.001)  # now beyond the spread on attainment
+    assert compare_to_fixed(rows, "SlackFit-LA")["clearly_dominated_by"] == ["MaxBatch"]
+    assert compare_to_fixed(rows, "SlackFit") == {}  # not run
+
+
+def test_benchmark_rows_pool_repeated_runs_and_keep_their_spread():
+    from superserve_client.bench import aggregate
+
+    def run(on_time, shed):
+        return [Record(0.0, 0.0, 1.0, "on_time", 9, 0.98)] * on_time + [Record(0.0, 0.0, 0.0, "shed")] * shed
+
+    row = aggregate("SlackFit-LA", "m", {}, [run(9, 1), run(7, 3)], slo_ms=10)
+    assert row["requests"] == 20 and row["slo_attainment"] == pytest.approx(0.8)
+    assert row["attainment_spread"] == pytest.approx(0.2) and row["accuracy_spread"] == pytest.approx(0.0)
+    assert [r["slo_attainment"] for r in row["runs"]] == pytest.approx([0.9, 0.7])

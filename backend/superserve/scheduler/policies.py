@@ -9,9 +9,10 @@ queue, or ``None`` when even the fastest SubNet allowed for that request cannot 
   slowest at the largest batch; each bucket holds the (SubNet, batch) with the largest batch whose latency
   fits under the bucket's upper edge, ties to the more accurate SubNet. The head's remaining slack
   selects the bucket whose edge is closest to but not above it.
-- ``slackfit-la`` (ours, not in the paper): SlackFit with a backlog lookahead. The slack it spends is
-  the head's, tightened so that the rest of the queue, served after this batch by the fastest SubNet,
-  still meets its deadlines; within it, the most accurate SubNet that serves a full batch of what waits.
+- ``slackfit-la`` (ours, not in the paper): SlackFit with a backlog lookahead and spare capacity. The
+  slack it spends is the head's, tightened so that the rest of the queue, served after this batch by the
+  fastest SubNet, still meets its deadlines; within it, the most accurate SubNet that serves a full batch
+  of what waits without keeping the server busier than ``max_utilization`` at the recent arrival rate.
 - ``maxacc``: the most accurate SubNet that fits at batch 1, then the largest batch it fits.
 - ``maxbatch``: the largest batch some SubNet fits, then the most accurate SubNet at that batch.
 - ``fixed:<i>``: always SubNet ``i`` (Clipper+, one fixed model), at the largest batch that fits.
@@ -132,18 +133,19 @@ class SlackFit(Policy):
 class SlackFitLookahead(SlackFit):
     """SlackFit that also budgets for the requests behind the batch it is about to run (ours).
 
-    The paper's SlackFit spends the head's whole slack. Under load the requests queued behind the
-    batch then inherit too little time and are shed. Here the slack is first tightened by the backlog:
-    after this batch, the rest of the queue, served by the fastest allowed SubNet at full batches, must
-    still meet each batch's first deadline. With that budget it serves as many waiting samples as a
-    batch holds (up to ``max_batch``) on the most accurate SubNet that fits. With an empty backlog
-    the budget is the head's slack and the choice is SlackFit's top bucket at the queue's size.
-    Positions in the queue count requests; a request holding several images counts as one.
-    ``safety`` plans those later batches at (1 + safety) x the fastest latency: headroom for cost-model
-    error and for arrivals, taken from the batch about to run. ``max_utilization`` keeps spare capacity:
-    a SubNet whose full-batch cost per sample, at the recent arrival rate, would keep the server busier
-    than this fraction of the time is passed over (an adaptive policy otherwise turns all spare capacity
-    into accuracy, and then any slow batch or burst costs deadlines).
+    The paper's SlackFit spends the head's whole slack, so under load the requests queued behind the batch
+    inherit too little time, and every spare cycle becomes accuracy, so a slow batch or a burst costs
+    deadlines. This policy serves a full batch of what waits (up to ``max_batch`` samples) on the most
+    accurate SubNet within three limits:
+
+    - the head's slack;
+    - the backlog budget: after this batch, the rest of the queue, served by full batches of the fastest
+      allowed SubNet (planned at ``1 + safety`` times its latency), must still meet each batch's first
+      deadline. Positions count requests; a request holding several images counts as one;
+    - the utilization cap: at the queue's recent arrival rate, the SubNet's full-batch cost per sample may
+      keep the server busy at most ``max_utilization`` of the time (the fastest SubNet is exempt).
+
+    If no SubNet fits, the fastest serves the largest batch the head's slack allows.
     """
 
     name = "slackfit-la"
@@ -157,9 +159,9 @@ class SlackFitLookahead(SlackFit):
             raise ValueError(f"max_utilization must be > 0, got {max_utilization}")
         self.safety = safety
         self.max_utilization = max_utilization
-        # per SubNet: seconds of server time per sample at a full batch, scaled by the utilization cap
-        self._full_batch_cost = [p.latency_ns(s, p.max_batch) / p.max_batch / 1e9 / max_utilization
-                                 for p in (profile,) for s in range(profile.size)]
+        # per SubNet: seconds of server time per sample at a full batch, over the utilization cap
+        b = profile.max_batch
+        self._full_batch_cost = [profile.latency_ns(s, b) / b / 1e9 / max_utilization for s in range(profile.size)]
 
     def choose(self, queue, lo, hi, slack_ns, now_ns):
         p = self.profile

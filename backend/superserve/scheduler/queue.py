@@ -46,7 +46,7 @@ class QueuedRequest:
 class EDFQueue:
     """Sorted on (deadline, arrival order). Not thread-safe: the dispatcher holds its own lock."""
 
-    def __init__(self, rate_window_ns: int = 100_000_000) -> None:
+    def __init__(self, rate_window_ns: int = 500_000_000) -> None:
         self._items: list[QueuedRequest] = []
         # Arrival rate: samples counted with exponential decay over ``rate_window_ns`` (a time constant).
         self._rate_window_ns = rate_window_ns

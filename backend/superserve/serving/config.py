@@ -18,6 +18,7 @@ class ServingConfig:
     num_buckets: int = DEFAULT_BUCKETS
     lookahead_safety: float = 0.0  # slackfit-la: plan the backlog at (1 + this) x the fastest SubNet's latency
     max_utilization: float = 1.0  # slackfit-la: pass over SubNets that would keep the server busier than this
+    rate_window_ms: float = 500.0  # time constant of the queue's arrival-rate estimate (sustained load, not bursts)
     default_slo_ms: float = 50.0
     max_slo_ms: float = 60_000.0
     max_queue: int = 512  # waiting requests; beyond it new requests are refused with UNAVAILABLE
@@ -33,6 +34,7 @@ _BOUNDS = {
     "num_buckets": (2, 10_000),
     "lookahead_safety": (0.0, 100.0),
     "max_utilization": (0.01, 1.0),
+    "rate_window_ms": (1.0, 600_000.0),
     "default_slo_ms": (0.001, None),
     "max_slo_ms": (0.001, None),
     "max_queue": (1, 1_000_000),

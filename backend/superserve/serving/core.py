@@ -67,7 +67,8 @@ class SuperServeCore:
         self.metrics.cost_model(self.overhead_ns)
         self._warm_up()
         self.dispatcher = Dispatcher(self._make_policy(), self._run, self._reject, self._is_cancelled, config.max_queue,
-                                     self.metrics, clock, config.drain_timeout_s, config.cancel_check_ms)
+                                     self.metrics, clock, config.drain_timeout_s, config.cancel_check_ms,
+                                     config.rate_window_ms)
         self._specs: dict[str, object] = {}  # parameters JSON -> RequestSpec or error text: clients repeat them
 
     def _make_policy(self):

@@ -29,7 +29,7 @@ class Dispatcher:
     def __init__(self, policy: Policy, run_batch: Callable[[Decision, list[QueuedRequest]], None],
                  reject: Callable[[QueuedRequest, str, str], None], is_cancelled: Callable[[QueuedRequest], bool],
                  max_queue: int, metrics: Metrics | None = None, clock: Callable[[], int] = time.monotonic_ns,
-                 drain_timeout_s: float = 5.0, cancel_check_ms: float = 0.0) -> None:
+                 drain_timeout_s: float = 5.0, cancel_check_ms: float = 0.0, rate_window_ms: float = 500.0) -> None:
         self.policy = policy
         self._run_batch = run_batch
         self._reject = reject
@@ -41,7 +41,7 @@ class Dispatcher:
         # Asking whether a client gave up costs an IPC round trip in Triton's Python backend, so only
         # requests that waited at least this long are asked (a client rarely gives up sooner).
         self._cancel_check_ns = int(cancel_check_ms * 1e6)
-        self._queue = EDFQueue()
+        self._queue = EDFQueue(int(rate_window_ms * 1e6))
         self._cond = threading.Condition()
         self._closing_at: int | None = None
         self._thread = threading.Thread(target=self._loop, name="superserve-dispatcher", daemon=True)
