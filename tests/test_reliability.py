@@ -119,12 +119,14 @@ def test_cancelled_requests_are_never_computed(server, profile, held_out):
     flood, doomed = asyncio.run(_cancelled_burst(server.grpc_url, held_out[0][0], top, flood=400, doomed=40))
     assert flood.count("ok") == 400
     assert doomed.count("DEADLINE_EXCEEDED") == 40  # the clients gave up
-    cancelled = _wait_for_counter(server, "superserve_requests_total", 'outcome="cancelled"', cancelled_before + 1)
-    served = _settled_counter(server, "superserve_requests_total", 'outcome="on_time"') + _counter(
-        server, "superserve_requests_total", 'outcome="late"')
-    assert cancelled - cancelled_before >= 30  # found in the queue and dropped
-    # only the flood was computed: the cancelled requests never reached a forward pass
-    assert served - served_before == 400 + (40 - (cancelled - cancelled_before))
+    time.sleep(0.6)  # the model's cancellations reach Prometheus twice a second
+    cancelled = _settled_counter(server, "superserve_requests_total", 'outcome="cancelled"') - cancelled_before
+    computed = _settled_counter(server, "superserve_requests_total", 'outcome="on_time"') + _counter(
+        server, "superserve_requests_total", 'outcome="late"') - served_before - 400
+    # each doomed request was computed, dropped from the model's queue (answered CANCELLED), or dropped by
+    # Triton before it reached the model; never more than one of those
+    assert 0 <= computed and computed + cancelled <= 40
+    assert computed <= 10  # queued behind the flood, nearly all of them were never computed
 
 
 def _children(pid: int) -> list[int]:

@@ -1,11 +1,13 @@
 """Overload benchmark: open-loop traffic at a multiple of the FASTEST SubNet's measured capacity for a
 minute, against a real tritonserver, then light traffic to see how fast the server recovers.
 
-perf_analyzer (C++, from the pinned wheel) generates the flood, because a Python client cannot send
-thousands of requests a second on this machine. A light probe stream (our open-loop replayer) runs
-through the flood and after it, so every probe request has its own record. The books are checked on
-the server: every request Triton accepted got exactly one answer from the model (result, late
-result, or UNAVAILABLE), and the model's queue stayed within its bound.
+The flood comes from several processes of our open-loop replayer (Poisson arrivals, one share each), so
+every flood request has its own record: on time, late, shed (UNAVAILABLE), error or timeout, and none may
+be missing. (perf_analyzer stops a thread at its first error, and under overload UNAVAILABLE is the
+right answer.) On 2 cores the senders compete with the server, so the rate they achieved is reported
+beside the rate asked. A light probe stream runs through the flood and after it to see how fast the
+server recovers. The books are also checked on the server: every request Triton accepted got exactly
+one answer from the model, and the model's queue stayed within its bound.
 
     .venv/bin/python -m superserve_client.overload --times 3 --seconds 60
 """
@@ -14,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from superserve.tritonenv import REPO_ROOT, ensure_triton_home, perf_analyzer_env, start_server
+from superserve.tritonenv import REPO_ROOT, start_server
 
 from .metrics import summarise
 from .replay import replay_sync
@@ -68,9 +68,25 @@ class _Sampler(threading.Thread):
                                  "rss_kb": _rss_kb(self.server.process.pid)})
 
 
+def _flood_share(url: str, rate: float, seconds: float, slo_ms: float, images: np.ndarray, seed: int,
+                 start_at: float) -> dict:
+    """One sender process: Poisson arrivals at ``rate`` for ``seconds`` from wall time ``start_at``."""
+    rng = np.random.default_rng(seed)
+    arrivals = np.cumsum(rng.exponential(1 / rate, int(rate * seconds * 1.2) + 10))
+    trace = Trace(f"flood-{seed}", arrivals[arrivals < seconds], {"rate": rate, "duration_s": seconds})
+    time.sleep(max(0.0, start_at - time.time()))
+    records = replay_sync(trace, url, slo_ms, images)
+    summary = summarise(records, slo_ms)
+    return {"scheduled": len(trace.arrivals_s), "records": len(records), "ended_at": time.time(),
+            "outcomes": summary["outcomes"],
+            "send_error_ms": summary["client_send_error_ms"], "latency_ms": summary["latency_ms"]}
+
+
 def main(argv: list[str] | None = None) -> None:
     from superserve.data import load_digits
     from superserve.serving.config import parameters_from_pbtxt, parse_config
+    from concurrent.futures import ProcessPoolExecutor
+
     from superserve.tools.bench_server import saturation
 
     from .bench import MODEL_DIR, default_slo_ms
@@ -79,8 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--times", type=float, default=3.0, help="offered load as a multiple of the fastest SubNet's capacity")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the flood")
-    p.add_argument("--after-s", type=float, default=10.0, help="light traffic after the flood")
+    p.add_argument("--after-s", type=float, default=40.0,
+                   help="light traffic after the scheduled end of the flood (senders that fall behind end later)")
     p.add_argument("--probe-rps", type=float, default=50.0, help="rate of the probe stream (our replayer)")
+    p.add_argument("--senders", type=int, default=3, help="processes sending the flood")
     p.add_argument("--slo-ms", type=float, default=None, help="default: the benchmark's SLO (cost model)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "overload.json")
     args = p.parse_args(argv)
@@ -95,26 +113,24 @@ def main(argv: list[str] | None = None) -> None:
     try:
         fastest = saturation(server, data, 32, 4.0, subnet=0)["throughput_rps"]
         rate = args.times * fastest
+        time.sleep(2.0)  # the capacity run's last outcomes reach Prometheus first
         before = _scrape(server.metrics_url)
         total_s = args.seconds + args.after_s
         rng = np.random.default_rng(0)
         probe = Trace("probe", np.cumsum(rng.exponential(1 / args.probe_rps, int(args.probe_rps * total_s * 1.2))),
                       {"rate": args.probe_rps, "duration_s": total_s})
         probe = Trace("probe", probe.arrivals_s[probe.arrivals_s < total_s], probe.params)
-        flood = [str(Path(sys.executable).parent / "perf_analyzer"), "-m", "superserve", "-u", server.grpc_url,
-                 "-i", "grpc", "--input-data", str(data), "--request-parameter", f"slo_ms:{int(round(slo_ms))}:int",
-                 "--request-rate-range", f"{rate:.0f}", "--request-distribution", "poisson",
-                 "--measurement-interval", str(int(args.seconds * 1000)), "--max-trials", "1",
-                 "--stability-percentage", "100", "--max-threads", "8"]
-        print(f"flood: {rate:.0f} req/s ({args.times:g}x the fastest SubNet's {fastest:.0f} req/s) for "
-              f"{args.seconds:.0f} s, SLO {slo_ms} ms; probe {args.probe_rps:g} req/s for {total_s:.0f} s", flush=True)
+        print(f"flood: {rate:.0f} req/s ({args.times:g}x the fastest SubNet's {fastest:.0f} req/s) from "
+              f"{args.senders} processes for {args.seconds:.0f} s, SLO {slo_ms} ms; probe {args.probe_rps:g} req/s "
+              f"for {total_s:.0f} s", flush=True)
         sampler.start()
-        started = time.perf_counter()
-        perf = subprocess.Popen(flood, env=perf_analyzer_env(ensure_triton_home()), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        records = replay_sync(probe, server.grpc_url, slo_ms, images, progress=True)
-        perf_out, _ = perf.communicate(timeout=600)
-        flood_s = time.perf_counter() - started
+        start_at = time.time() + 5.0  # senders start together, once their processes are up
+        with ProcessPoolExecutor(args.senders) as pool:
+            shares = [pool.submit(_flood_share, server.grpc_url, rate / args.senders, args.seconds, slo_ms,
+                                  images[:64], seed + 1, start_at) for seed in range(args.senders)]
+            time.sleep(max(0.0, start_at - time.time()))
+            records = replay_sync(probe, server.grpc_url, slo_ms, images, progress=True)
+            flood = [f.result() for f in shares]
         time.sleep(2.0)  # metrics reach Prometheus twice a second
         after = _scrape(server.metrics_url)
     finally:
@@ -124,26 +140,34 @@ def main(argv: list[str] | None = None) -> None:
     accepted = _total(delta, "nv_inference_request_success") + _total(delta, "nv_inference_request_failure")
     answers = {o: _total(delta, f'superserve_requests_total{{model="superserve",outcome="{o}"')
                for o in ("on_time", "late", "shed", "error", "cancelled")}
-    recovery = [r for r in records if r.scheduled_s >= args.seconds + 2.0]
+    # senders on 2 cores fall behind their schedule, so the flood ends when the last sender is answered
+    flood_end_s = max(f["ended_at"] for f in flood) - start_at
+    recovery = [r for r in records if flood_end_s + 2.0 <= r.scheduled_s < flood_end_s + 12.0]
     report = {
-        "offered_rps": rate, "fastest_rps": fastest, "slo_ms": slo_ms, "flood_s": args.seconds,
-        "perf_analyzer_tail": perf_out[-1500:],
+        "asked_rps": rate, "sent": sum(f["scheduled"] for f in flood), "fastest_rps": fastest, "slo_ms": slo_ms,
+        "flood_s": args.seconds, "flood_ended_s": flood_end_s,
+        "flood": flood, "flood_outcomes": {k: sum(f["outcomes"][k] for f in flood) for k in flood[0]["outcomes"]},
+        "flood_lost": sum(f["scheduled"] - f["records"] for f in flood),
+        "flood_send_error_p99_ms": max(f["send_error_ms"]["p99"] for f in flood),
         "triton_requests": accepted, "model_answers": answers, "model_answers_total": sum(answers.values()),
         "max_queue_length": max((s["queue_length"] for s in sampler.samples), default=0),
         "max_triton_pending": max((s["triton_pending"] for s in sampler.samples), default=0),
         "rss_kb": [s["rss_kb"] for s in sampler.samples], "samples": sampler.samples,
         "probe": summarise(records, slo_ms),
         "probe_recovery_after_2s": summarise(recovery, slo_ms) if recovery else None,
-        "probe_lost": len(probe.arrivals_s) - len(records), "wall_s": flood_s,
+        "probe_lost": len(probe.arrivals_s) - len(records),
     }
     args.out.write_text(json.dumps(report, indent=1))
     rss = report["rss_kb"]
     rec = report["probe_recovery_after_2s"]
+    print(f"flood: {report['sent']} requests sent (send error p99 {report['flood_send_error_p99_ms']:.1f} ms), outcomes "
+          f"{report['flood_outcomes']}, lost {report['flood_lost']}")
     print(f"Triton took {accepted:.0f} requests; the model answered {report['model_answers_total']:.0f} "
           f"({', '.join(f'{k} {v:.0f}' for k, v in answers.items())}); queue max {report['max_queue_length']:.0f} "
           f"(bound {config.max_queue}), Triton pending max {report['max_triton_pending']:.0f}; RSS "
           f"{rss[0] / 1024 if rss else 0:.0f} -> max {max(rss, default=0) / 1024:.0f} MB; probe: "
-          f"{report['probe']['outcomes']}, lost {report['probe_lost']}; recovery (from 2 s after the flood): "
+          f"{report['probe']['outcomes']}, lost {report['probe_lost']}; flood over at {flood_end_s:.1f} s; recovery "
+          f"(probe requests 2-12 s after it, {len(recovery)}): "
           f"attainment {rec['slo_attainment'] if rec else float('nan'):.4f} -> {args.out}")
 
 
