@@ -73,6 +73,15 @@ def measure_capacity(server, profile: dict, work: Path, seconds: float = 4.0) ->
             "fastest_rps": saturation(server, data, 32, seconds, subnet=0)["throughput_rps"]}
 
 
+def load_setup(slo_ms: float | None = None):
+    """The built profile, the model's serving config, and the SLO every benchmark uses unless one is given."""
+    from superserve.serving.config import parameters_from_pbtxt, parse_config
+
+    profile = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
+    config = parse_config(parameters_from_pbtxt((MODEL_DIR / "config.pbtxt").read_text()))
+    return profile, config, slo_ms or default_slo_ms(profile, config.overhead_per_sample_ms, config.margin_ms)
+
+
 def default_slo_ms(profile: dict, overhead_per_sample_ms: float, margin_ms: float) -> float:
     """Twice the most accurate SubNet's cost at the largest batch under the serving cost model."""
     b = profile["max_batch_size"]
@@ -307,13 +316,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--systems", default="", help="comma-separated labels to run (default: all), e.g. SlackFit,INFaaS")
     p.add_argument("--traces", default="", help="run only traces whose name contains this text, e.g. cv8")
     args = p.parse_args(argv)
-    from superserve.serving.config import parameters_from_pbtxt, parse_config
-
-    profile = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
-    config = parse_config(parameters_from_pbtxt((MODEL_DIR / "config.pbtxt").read_text()))
+    profile, config, slo_ms = load_setup(args.slo_ms)
     duration = args.duration_s or (8.0 if args.quick else 12.0)
     repeats = args.repeats or (1 if args.quick else 2)
-    slo_ms = args.slo_ms or default_slo_ms(profile, config.overhead_per_sample_ms, config.margin_ms)
     args.out.mkdir(parents=True, exist_ok=True)
     systems = systems_for(profile)
     if args.systems:

@@ -84,12 +84,11 @@ def _flood_share(url: str, rate: float, seconds: float, slo_ms: float, images: n
 
 def main(argv: list[str] | None = None) -> None:
     from superserve.data import load_digits
-    from superserve.serving.config import parameters_from_pbtxt, parse_config
     from concurrent.futures import ProcessPoolExecutor
 
     from superserve.tools.bench_server import saturation
 
-    from .bench import MODEL_DIR, default_slo_ms
+    from .bench import load_setup
     from .perf import write_input_data
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,9 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--slo-ms", type=float, default=None, help="default: the benchmark's SLO (cost model)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "overload.json")
     args = p.parse_args(argv)
-    profile = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
-    config = parse_config(parameters_from_pbtxt((MODEL_DIR / "config.pbtxt").read_text()))
-    slo_ms = args.slo_ms or default_slo_ms(profile, config.overhead_per_sample_ms, config.margin_ms)
+    _, config, slo_ms = load_setup(args.slo_ms)
     images = load_digits().held_out_x.numpy()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     data = write_input_data(args.out.parent / "overload_input.json")

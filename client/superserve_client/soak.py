@@ -51,13 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunk-s", type=float, default=30.0)
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "soak.json")
     args = p.parse_args(argv)
-    from superserve.serving.config import parameters_from_pbtxt, parse_config
+    from .bench import load_setup
 
-    from .bench import MODEL_DIR, default_slo_ms
-
-    profile = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
-    config = parse_config(parameters_from_pbtxt((MODEL_DIR / "config.pbtxt").read_text()))
-    slo_ms = args.slo_ms or default_slo_ms(profile, config.overhead_per_sample_ms, config.margin_ms)
+    profile, _, slo_ms = load_setup(args.slo_ms)
     images = load_digits().held_out_x.numpy()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     server = start_server(REPO_ROOT / "model_repository", args.out.with_suffix(".server.log"))
