@@ -337,6 +337,8 @@ def main(argv: list[str] | None = None) -> None:
         results["capacity"] = measure_capacity(server, profile, args.out)
         traces = [t for t in build_traces(results["capacity"]["top_rps"], args.quick, duration, args.seed)
                   if args.traces in t.name]
+        if not traces:
+            raise SystemExit(f"no benchmark trace name contains {args.traces!r}")
         for trace in traces:
             trace.save(args.out / "traces" / f"{trace.name}.json")
         warm_up(server, systems, traces[0], slo_ms, images)
