@@ -146,14 +146,19 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def stop(self, timeout_s: float = 30) -> int:
+        """SIGTERM, up to ``timeout_s`` for a clean exit, then SIGKILL to whatever is left of the server's
+        process group: tritonserver can exit (or be killed) before a Python stub has, which would orphan it."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                # the server runs in its own session: kill the group, so no Python stub is orphaned
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the server runs in its own session and group
+        except ProcessLookupError:
+            pass  # nothing of the group is left
+        self.process.wait()
         return self.process.returncode
 
 
