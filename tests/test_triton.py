@@ -184,10 +184,10 @@ def test_perf_analyzer_completes_without_errors(server, tmp_path):
     export = tmp_path / "perf.json"
     # SLO 2 s: with a queue policy Triton's batcher can hold a request ~0.5 s now and then (see config.pbtxt)
     cmd = perf_command(server.grpc_url, 2000, write_input_data(tmp_path / "input.json"), rate=100,
-                       interval_ms=2000, export=export)
+                       interval_ms=2000, export=export, max_trials=10)  # a busy machine needs more to settle
     result = subprocess.run(cmd, env=perf_analyzer_env(ensure_triton_home()), capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Throughput:" in result.stdout and "error" not in result.stdout.lower()
+    assert "Throughput:" in result.stdout and "error" not in result.stdout.lower(), result.stdout
     requests = [r for exp in json.loads(export.read_text())["experiments"] for r in exp["requests"]]
     assert len(requests) > 50

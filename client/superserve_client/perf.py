@@ -37,13 +37,13 @@ def write_input_data(path: Path, count: int = 32) -> Path:
 
 def perf_command(url: str, slo_ms: float, input_data: Path, rate: float | None = None,
                  intervals: Path | None = None, interval_ms: int = 5000, export: Path | None = None,
-                 model: str = "superserve") -> list[str]:
+                 model: str = "superserve", max_trials: int = 3) -> list[str]:
     """perf_analyzer over gRPC with an SLO parameter: at a Poisson ``rate``, on ``intervals``, or (neither)
     at concurrency 1."""
     binary = Path(sys.executable).parent / "perf_analyzer"
     cmd = [str(binary), "-m", model, "-u", url, "-i", "grpc", "--input-data", str(input_data),
            "--request-parameter", f"slo_ms:{int(round(slo_ms))}:int", "--measurement-interval", str(interval_ms),
-           "--stability-percentage", "50", "--max-trials", "3"]
+           "--stability-percentage", "50", "--max-trials", str(max_trials)]
     if intervals is not None:
         cmd += ["--request-intervals", str(intervals)]
     elif rate is not None:
