@@ -28,7 +28,7 @@ from superserve.tritonenv import REPO_ROOT, start_server
 from .metrics import summarise
 from .replay import replay_sync
 from .soak import _rss_kb
-from .traces import Trace
+from .traces import bursty
 
 __all__ = ["main"]
 
@@ -71,9 +71,7 @@ class _Sampler(threading.Thread):
 def _flood_share(url: str, rate: float, seconds: float, slo_ms: float, images: np.ndarray, seed: int,
                  start_at: float) -> dict:
     """One sender process: Poisson arrivals at ``rate`` for ``seconds`` from wall time ``start_at``."""
-    rng = np.random.default_rng(seed)
-    arrivals = np.cumsum(rng.exponential(1 / rate, int(rate * seconds * 1.2) + 10))
-    trace = Trace(f"flood-{seed}", arrivals[arrivals < seconds], {"rate": rate, "duration_s": seconds})
+    trace = bursty(0.0, rate, 1.0, seconds, seed=seed)  # gamma with CV² 1: Poisson
     time.sleep(max(0.0, start_at - time.time()))
     records = replay_sync(trace, url, slo_ms, images)
     summary = summarise(records, slo_ms)
@@ -83,9 +81,9 @@ def _flood_share(url: str, rate: float, seconds: float, slo_ms: float, images: n
 
 
 def main(argv: list[str] | None = None) -> None:
-    from superserve.data import load_digits
     from concurrent.futures import ProcessPoolExecutor
 
+    from superserve.data import load_digits
     from superserve.tools.bench_server import saturation
 
     from .bench import load_setup
@@ -113,10 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(2.0)  # the capacity run's last outcomes reach Prometheus first
         before = _scrape(server.metrics_url)
         total_s = args.seconds + args.after_s
-        rng = np.random.default_rng(0)
-        probe = Trace("probe", np.cumsum(rng.exponential(1 / args.probe_rps, int(args.probe_rps * total_s * 1.2))),
-                      {"rate": args.probe_rps, "duration_s": total_s})
-        probe = Trace("probe", probe.arrivals_s[probe.arrivals_s < total_s], probe.params)
+        probe = bursty(0.0, args.probe_rps, 1.0, total_s, seed=0)  # Poisson
         print(f"flood: {rate:.0f} req/s ({args.times:g}x the fastest SubNet's {fastest:.0f} req/s) from "
               f"{args.senders} processes for {args.seconds:.0f} s, SLO {slo_ms} ms; probe {args.probe_rps:g} req/s "
               f"for {total_s:.0f} s", flush=True)

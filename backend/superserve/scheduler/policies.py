@@ -130,7 +130,7 @@ class SlackFit(Policy):
         return choices[i]
 
 
-class SlackFitLookahead(SlackFit):
+class SlackFitLookahead(Policy):
     """SlackFit that also budgets for the requests behind the batch it is about to run (ours).
 
     The paper's SlackFit spends the head's whole slack, so under load the requests queued behind the batch
@@ -150,9 +150,9 @@ class SlackFitLookahead(SlackFit):
 
     name = "slackfit-la"
 
-    def __init__(self, profile: Profile, margin_ns: int = 0, num_buckets: int = DEFAULT_BUCKETS,
-                 safety: float = 0.0, max_utilization: float = 1.0) -> None:
-        super().__init__(profile, margin_ns, num_buckets)
+    def __init__(self, profile: Profile, margin_ns: int = 0, safety: float = 0.0,
+                 max_utilization: float = 1.0) -> None:
+        super().__init__(profile, margin_ns)
         if not 0.0 <= safety:
             raise ValueError(f"lookahead safety must be >= 0, got {safety}")
         if not 0.0 < max_utilization:
@@ -162,6 +162,7 @@ class SlackFitLookahead(SlackFit):
         # per SubNet: seconds of server time per sample at a full batch, over the utilization cap
         b = profile.max_batch
         self._full_batch_cost = [profile.latency_ns(s, b) / b / 1e9 / max_utilization for s in range(profile.size)]
+        self._fastest_tables: dict[tuple[int, int], tuple[list[int], int]] = {}
 
     def choose(self, queue, lo, hi, slack_ns, now_ns):
         p = self.profile
@@ -193,14 +194,13 @@ class SlackFitLookahead(SlackFit):
 
     def _fastest(self, lo: int, hi: int) -> tuple[list[int], int]:
         """Cheapest latency at each batch size over SubNets lo..hi, and the SubNet fastest at full batch."""
-        key = ("fastest", lo, hi)
-        table = self._tables.get(key)
+        table = self._fastest_tables.get((lo, hi))
         if table is None:
             p = self.profile
             latency = [int((1.0 + self.safety) * min(p.latency_ns(s, b) for s in range(lo, hi + 1)))
                        for b in range(1, p.max_batch + 1)]
             cheapest = min(range(lo, hi + 1), key=lambda s: (p.latency_ns(s, p.max_batch), s))
-            table = self._tables[key] = (latency, cheapest)
+            table = self._fastest_tables[(lo, hi)] = (latency, cheapest)
         return table
 
 
@@ -264,7 +264,7 @@ def make_policy(spec: str, profile: Profile, margin_ns: int = 0, num_buckets: in
     if name == "slackfit":
         return SlackFit(profile, margin_ns, num_buckets)
     if name == "slackfit-la":
-        return SlackFitLookahead(profile, margin_ns, num_buckets, lookahead_safety, max_utilization)
+        return SlackFitLookahead(profile, margin_ns, lookahead_safety, max_utilization)
     if name == "maxacc":
         return MaxAcc(profile, margin_ns)
     if name == "maxbatch":

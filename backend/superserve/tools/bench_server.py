@@ -29,12 +29,17 @@ MODEL_DIR = REPO_ROOT / "model_repository" / "superserve" / "1"
 
 
 def decision_times(profile: dict, queue_lengths=(1, 16, 256), decisions: int = 20_000) -> dict:
+    from ..serving.config import parameters_from_pbtxt, parse_config
+
+    # the served configuration's SlackFit-LA settings, so its arrival-rate lookup is timed too
+    config = parse_config(parameters_from_pbtxt((MODEL_DIR.parent / "config.pbtxt").read_text()))
     p = Profile.from_dict(profile)
     rng = random.Random(0)
     out = {}
     top = p.latency_ns(p.size - 1, p.max_batch)
     for policy_name in ("slackfit", "slackfit-la", "maxacc", "maxbatch"):
-        policy = make_policy(policy_name, p)
+        policy = make_policy(policy_name, p, lookahead_safety=config.lookahead_safety,
+                             max_utilization=config.max_utilization)
         for n in queue_lengths:
             queue = EDFQueue()
             for _ in range(n):
