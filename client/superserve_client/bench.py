@@ -12,7 +12,6 @@ import re
 import shutil
 import threading
 import time
-import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 from superserve.tritonenv import REPO_ROOT, start_server
 
 from .metrics import summarise
+from .prometheus import scrape, total
 from .replay import replay_sync
 from .traces import Trace, azure_functions, bursty
 
@@ -98,14 +98,8 @@ class _MetricsPoller(threading.Thread):
         self.stop_event = threading.Event()
 
     def _read(self) -> tuple[float, float]:
-        text = urllib.request.urlopen(self.url, timeout=2).read().decode()
-        total = count = 0.0
-        for line in text.splitlines():
-            if line.startswith("superserve_batch_size_sum"):
-                total += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("superserve_batch_size_count"):
-                count += float(line.rsplit(" ", 1)[1])
-        return total, count
+        metrics = scrape(self.url, timeout_s=2)
+        return total(metrics, "superserve_batch_size_sum"), total(metrics, "superserve_batch_size_count")
 
     def run(self):
         start = time.perf_counter()
@@ -368,10 +362,8 @@ def main(argv: list[str] | None = None) -> None:
                                       "requests": len(trace.arrivals_s), "rows": rows,
                                       "vs_fixed": {system: compare_to_fixed(rows, system) for system in ADAPTIVE}})
         bar.close()
-        text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
-        learned = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith('superserve_overhead_per_sample_ms{model="superserve"}')]
-        results["learned_overhead_per_sample_ms"] = learned[0] if learned else None
+        learned = scrape(server.metrics_url).get('superserve_overhead_per_sample_ms{model="superserve"}')
+        results["learned_overhead_per_sample_ms"] = learned
     finally:
         server.stop()
     (args.out / "results.json").write_text(json.dumps(results, indent=1))

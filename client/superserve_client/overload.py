@@ -18,7 +18,6 @@ import argparse
 import json
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import numpy as np
 from superserve.tritonenv import REPO_ROOT, start_server
 
 from .metrics import summarise
+from .prometheus import scrape, total
 from .replay import replay_sync
 from .soak import _rss_kb
 from .traces import bursty
@@ -33,19 +33,11 @@ from .traces import bursty
 __all__ = ["main"]
 
 
-def _scrape(url: str) -> dict[str, float]:
-    """The server's Prometheus counters and gauges, summed over labels, keyed by metric name and label text."""
-    out: dict[str, float] = {}
-    for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        key, value = line.rsplit(" ", 1)
-        out[key] = float(value)
-    return out
+_MODEL = 'model="superserve"'
 
 
-def _total(metrics: dict[str, float], prefix: str, model: str = 'model="superserve"') -> float:
-    return sum(v for k, v in metrics.items() if k.startswith(prefix) and model in k)
+def _total(metrics: dict[str, float], prefix: str) -> float:
+    return total(metrics, prefix, _MODEL)
 
 
 class _Sampler(threading.Thread):
@@ -59,7 +51,7 @@ class _Sampler(threading.Thread):
         start = time.perf_counter()
         while not self.stop_event.wait(0.5):
             try:
-                m = _scrape(self.server.metrics_url)
+                m = scrape(self.server.metrics_url)
             except OSError:
                 continue
             self.samples.append({"t_s": time.perf_counter() - start,
@@ -114,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         fastest = max(saturation(server, data, 32, 4.0, subnet=0)["throughput_rps"] for _ in range(2))
         rate = args.times * fastest
         time.sleep(2.0)  # the capacity run's last outcomes reach Prometheus first
-        before = _scrape(server.metrics_url)
+        before = scrape(server.metrics_url)
         total_s = args.seconds + args.after_s
         probe = bursty(0.0, args.probe_rps, 1.0, total_s, seed=0)  # Poisson
         print(f"flood: {rate:.0f} req/s ({args.times:g}x the fastest SubNet's {fastest:.0f} req/s) from "
@@ -129,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             records = replay_sync(probe, server.grpc_url, slo_ms, images, progress=True)
             flood = [f.result() for f in shares]
         time.sleep(2.0)  # metrics reach Prometheus twice a second
-        after = _scrape(server.metrics_url)
+        after = scrape(server.metrics_url)
     finally:
         sampler.stop_event.set()
         server.stop()
