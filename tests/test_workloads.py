@@ -122,3 +122,25 @@ def test_benchmark_rows_pool_repeated_runs_and_keep_their_spread():
     assert row["requests"] == 20 and row["slo_attainment"] == pytest.approx(0.8)
     assert row["attainment_spread"] == pytest.approx(0.2) and row["accuracy_spread"] == pytest.approx(0.0)
     assert [r["slo_attainment"] for r in row["runs"]] == pytest.approx([0.9, 0.7])
+
+
+def test_replayer_records_every_request_when_no_server_answers():
+    """No server on the port: the replay must not hang on connecting, every request ends in its own record,
+    and the garbage collector the replay switches off is back on afterwards."""
+    import gc
+    import socket
+    import time
+
+    from superserve_client.replay import replay_sync
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    trace = bursty(0, 40, 1.0, duration_s=0.5, seed=3)
+    started = time.monotonic()
+    records = replay_sync(trace, f"127.0.0.1:{port}", 30.0, np.zeros((2, 1, 28, 28), np.float32), timeout_s=2.0)
+    assert len(records) == len(trace.arrivals_s) > 0
+    assert {r.outcome for r in records} <= {"shed", "error", "timeout"}
+    assert all(r.message for r in records)
+    assert time.monotonic() - started < 15
+    assert gc.isenabled()
