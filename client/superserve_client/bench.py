@@ -75,10 +75,10 @@ def measure_capacity(server, profile: dict, work: Path, seconds: float = 4.0) ->
 
 def load_setup(slo_ms: float | None = None):
     """The built profile, the model's serving config, and the SLO every benchmark uses unless one is given."""
-    from superserve.serving.config import parameters_from_pbtxt, parse_config
+    from superserve.serving.config import config_from_pbtxt
 
     profile = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
-    config = parse_config(parameters_from_pbtxt((MODEL_DIR / "config.pbtxt").read_text()))
+    config = config_from_pbtxt(MODEL_DIR / "config.pbtxt")
     return profile, config, slo_ms or default_slo_ms(profile, config.overhead_per_sample_ms, config.margin_ms)
 
 

@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 
 from superserve.scheduler import Profile, make_policy
-from superserve.serving.config import parameters_from_pbtxt, parse_config
 from superserve.simulator import simulate
 
-from .bench import MODEL_DIR
+from .bench import load_setup
 from .metrics import summarise
 from .traces import Trace
 
@@ -29,8 +28,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="per-sample overhead (default: what the benchmark's server learned, else the config's)")
     args = p.parse_args(argv)
     results = json.loads((args.bench / "results.json").read_text())
-    profile_dict = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
-    config = parse_config(parameters_from_pbtxt((MODEL_DIR / "config.pbtxt").read_text()))
+    profile_dict, config, _ = load_setup()
     overhead_ms = args.overhead_ms or results.get("learned_overhead_per_sample_ms") or config.overhead_per_sample_ms
     profile = Profile.from_dict(profile_dict).with_overhead(0, int(overhead_ms * 1e6))
     rows = []

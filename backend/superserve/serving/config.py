@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Mapping
 
 from ..scheduler.policies import DEFAULT_BUCKETS, POLICY_NAMES
 
-__all__ = ["ServingConfig", "parse_config", "parameters_from_pbtxt"]
+__all__ = ["ServingConfig", "parse_config", "parameters_from_pbtxt", "config_from_pbtxt"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +85,8 @@ def parse_config(parameters: Mapping[str, object], model_name: str = "superserve
 def parameters_from_pbtxt(text: str) -> dict[str, str]:
     """The ``parameters`` of a config.pbtxt written in our one-line form (for tools and tests)."""
     return dict(re.findall(r'parameters:\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', text))
+
+
+def config_from_pbtxt(path: Path) -> ServingConfig:
+    """The serving config a config.pbtxt file gives the model (for tools that plan like the server does)."""
+    return parse_config(parameters_from_pbtxt(Path(path).read_text()))

@@ -29,10 +29,10 @@ MODEL_DIR = REPO_ROOT / "model_repository" / "superserve" / "1"
 
 
 def decision_times(profile: dict, queue_lengths=(1, 16, 256), decisions: int = 20_000) -> dict:
-    from ..serving.config import parameters_from_pbtxt, parse_config
+    from ..serving.config import config_from_pbtxt
 
     # the served configuration's SlackFit-LA settings, so its arrival-rate lookup is timed too
-    config = parse_config(parameters_from_pbtxt((MODEL_DIR.parent / "config.pbtxt").read_text()))
+    config = config_from_pbtxt(MODEL_DIR.parent / "config.pbtxt")
     p = Profile.from_dict(profile)
     rng = random.Random(0)
     out = {}
