@@ -248,7 +248,7 @@ def test_core_learns_the_per_sample_overhead_and_replans(served_net):
     try:
         first_policy = core.dispatcher.policy
         compute = core.compute_profile.latency_ns(1, 4)
-        for _ in range(10):  # batches of 4 that really take 1 ms per sample beyond compute
+        for _ in range(200):  # batches of 4 that really take 1 ms per sample beyond compute
             core._learn_overhead(1, 4, compute + 4_000_000)
         assert core.overhead_ns == pytest.approx(1_000_000, rel=0.01)
         assert core.dispatcher.policy is not first_policy
@@ -257,5 +257,26 @@ def test_core_learns_the_per_sample_overhead_and_replans(served_net):
         fixed._learn_overhead(1, 4, compute + 40_000_000)
         assert fixed.overhead_ns == 300_000
         fixed.close()
+    finally:
+        core.close()
+
+
+def test_one_stall_moves_the_learned_overhead_little_and_a_full_batch_weighs_more(served_net):
+    net, profile, _ = served_net
+    core = SuperServeCore(net, profile, ServingConfig(overhead_per_sample_ms=0.4, overhead_adapt_rate=0.05),
+                          _FakeTransport())
+    try:
+        full = core.profile.max_batch
+        core._learn_overhead(1, 1, core.compute_profile.latency_ns(1, 1) + 35_000_000)  # a 35 ms stall, batch 1
+        # clipped to 2 x 0.4 + 0.1 ms, weighted 1/full: 0.4 + 0.05 / full * 0.5 ms
+        assert core.overhead_ns == pytest.approx(400_000 + 0.05 / full * 500_000)
+        small, big = (SuperServeCore(net, profile, ServingConfig(overhead_per_sample_ms=0.4, overhead_adapt_rate=0.05),
+                                     _FakeTransport()) for _ in range(2))
+        small._learn_overhead(1, 1, small.compute_profile.latency_ns(1, 1) + 600_000)  # 0.6 ms per sample
+        big._learn_overhead(1, full, big.compute_profile.latency_ns(1, full) + full * 600_000)
+        assert big.overhead_ns - 400_000 == pytest.approx(full * (small.overhead_ns - 400_000))
+        assert big.overhead_ns == pytest.approx(410_000)
+        small.close()
+        big.close()
     finally:
         core.close()

@@ -39,3 +39,14 @@ def test_more_workers_serve_more():
 def test_impossible_slo_is_shed_at_arrival():
     records = simulate([0.0, 0.1], make_policy("slackfit", PROFILE), slo_ms=0.5)
     assert [r.outcome for r in records] == ["shed", "shed"]
+
+
+@pytest.mark.parametrize("shed_ms, outcomes", [(0.0, ["on_time", "shed", "on_time"]),
+                                               (1.0, ["on_time", "shed", "on_time"]),
+                                               (2.0, ["on_time", "shed", "shed"])])
+def test_a_refusal_costs_the_worker_shed_ms(shed_ms, outcomes):
+    # SubNet 1 takes 4 ms. #0 runs 0-4 ms; #1 (deadline 5 ms) is refused at 4 ms; #2 (arrives 4.5 ms,
+    # deadline 9.5 ms) fits only if the refusal left the worker free by 5.5 ms.
+    records = simulate([0.0, 0.0, 0.0045], make_policy("fixed:1", PROFILE), slo_ms=5, shed_ms=shed_ms)
+    assert [r.outcome for r in records] == outcomes
+    assert records[1].latency_ms == pytest.approx(4.0)
