@@ -251,3 +251,47 @@ def test_stop_leaves_nothing_of_the_server_process_group(tmp_path, script, code)
     assert server.stop(timeout_s=0.5) == code
     assert time.monotonic() - started < 10
     assert not _wait_gone([child], 5.0)
+
+
+@pytest.mark.integration  # starts its own tritonserver under the supervisor of `make serve`
+def test_supervisor_restarts_the_server_when_a_python_stub_dies(tmp_path, held_out):
+    import os
+    import threading
+
+    from superserve.supervisor import Supervisor
+    from superserve.tritonenv import free_ports, python_stub_states
+
+    ports = tuple(free_ports(3))
+    supervisor = Supervisor(lambda: start_server(REPO_ROOT / "model_repository", tmp_path / "server.log",
+                                                 ports=ports), poll_s=0.2)
+    thread = threading.Thread(target=supervisor.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 180
+        while supervisor.server is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first = supervisor.server
+        stubs = list(python_stub_states(first.process.pid))
+        assert stubs and first.stubs_at_start == len(stubs) and first.dead_stubs() == 0
+        os.kill(stubs[0], signal.SIGKILL)  # what a heap-corruption abort in the stub amounts to
+        deadline = time.monotonic() + 180
+        while supervisor.server is first and time.monotonic() < deadline:
+            time.sleep(0.2)
+        second = supervisor.server
+        assert supervisor.restarts == 1 and second is not first and first.process.poll() is not None
+        assert (second.http_port, second.grpc_port) == ports[:2]  # clients reconnect to the same address
+        channel = grpc.insecure_channel(second.grpc_url)
+        request = service_pb2.ModelInferRequest(model_name="superserve")
+        tensor = request.inputs.add(name="INPUT", datatype="FP32")
+        tensor.shape.extend([1, 1, 28, 28])
+        request.raw_input_contents.append(held_out[0][0].tobytes())
+        reply = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+        channel.close()
+        logits = np.frombuffer(reply.raw_output_contents[0], np.float32)
+        assert logits.shape == (10,) and np.isfinite(logits).all()
+        new_stubs = list(python_stub_states(second.process.pid))
+    finally:
+        supervisor.stop()
+        thread.join(60)
+    assert not thread.is_alive() and second.process.poll() is not None
+    assert not _wait_gone(new_stubs, 5.0)

@@ -1,7 +1,8 @@
 """Run the real Triton 2.51 server that the nvidia-pytriton wheel bundles, without Docker or a GPU.
 
-``python -m superserve.tritonenv serve`` assembles a Triton home from the wheel (once), then execs
-``tritonserver --model-repository model_repository`` bound to 127.0.0.1. The same functions start
+``python -m superserve.tritonenv serve`` assembles a Triton home from the wheel (once), then runs
+``tritonserver --model-repository model_repository`` bound to 127.0.0.1 under a supervisor that restarts it
+if a Python stub dies. The same functions start
 the servers of the integration tests and benchmarks, and give perf_analyzer its two libraries.
 """
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["TritonHome", "ensure_triton_home", "server_command", "server_env", "perf_analyzer_env", "REPO_ROOT",
-           "ServerProcess", "start_server", "free_ports"]
+           "ServerProcess", "start_server", "free_ports", "python_stub_states"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HOME = REPO_ROOT / ".tools" / "tritonserver"
@@ -132,18 +133,28 @@ class ServerProcess:
     grpc_port: int
     metrics_port: int
     log: Path
+    stubs_at_start: int = 0  # Python stub processes once every model was ready
+    host: str = "127.0.0.1"
 
     @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self.host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def live_stubs(self) -> int:
+        return sum(state != "Z" for state in python_stub_states(self.process.pid).values())
+
+    def dead_stubs(self) -> int:
+        """Python stubs that have exited since the server became ready. Triton 2.51 neither restarts a dead
+        stub nor marks its model unready (server#8604, #8841): the model then holds its requests forever."""
+        return max(0, self.stubs_at_start - self.live_stubs())
 
     def stop(self, timeout_s: float = 30) -> int:
         """SIGTERM, up to ``timeout_s`` for a clean exit, then SIGKILL to whatever is left of the server's
@@ -162,45 +173,70 @@ class ServerProcess:
         return self.process.returncode
 
 
-def start_server(model_repository: Path, log: Path, timeout_s: float = 180,
-                 extra: list[str] | None = None) -> ServerProcess:
-    """Start tritonserver on free loopback ports and wait until every model is ready (polling)."""
+def start_server(model_repository: Path, log: Path | None, timeout_s: float = 180,
+                 extra: list[str] | None = None, ports: tuple[int, int, int] | None = None,
+                 address: str = "127.0.0.1") -> ServerProcess:
+    """Start tritonserver (on free loopback ports unless ``ports`` = http, grpc, metrics) and wait until
+    every model is ready (polling). ``log`` None: the server writes to this process's stdout."""
     import urllib.request
 
     home = ensure_triton_home()
-    http, grpc, metrics = free_ports(3)
-    cmd = server_command(home, Path(model_repository).resolve(), http, grpc, metrics, extra=extra)
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out:
-        process = subprocess.Popen(cmd, env=server_env(home), stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    server = ServerProcess(process, http, grpc, metrics, Path(log))
+    http, grpc, metrics = ports or free_ports(3)
+    cmd = server_command(home, Path(model_repository).resolve(), http, grpc, metrics, address, extra)
+    if log is None:
+        process = subprocess.Popen(cmd, env=server_env(home), start_new_session=True)
+    else:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as out:
+            process = subprocess.Popen(cmd, env=server_env(home), stdout=out, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+    host = "127.0.0.1" if address in ("0.0.0.0", "::") else address
+    server = ServerProcess(process, http, grpc, metrics, Path(log or os.devnull), host=host)
+    tail = lambda: Path(log).read_text()[-4000:] if log is not None else "(its output is above)"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"tritonserver exited with {process.returncode}:\n{Path(log).read_text()[-4000:]}")
+            raise RuntimeError(f"tritonserver exited with {process.returncode}:\n{tail()}")
         try:
             with urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready", timeout=2) as r:
                 if r.status == 200:
+                    server.stubs_at_start = server.live_stubs()
                     return server
         except OSError:
             pass
         time.sleep(0.2)
     server.stop()
-    raise RuntimeError(f"tritonserver not ready after {timeout_s} s:\n{Path(log).read_text()[-4000:]}")
+    raise RuntimeError(f"tritonserver not ready after {timeout_s} s:\n{tail()}")
+
+
+def python_stub_states(server_pid: int) -> dict[int, str]:
+    """pid -> process state (``Z``: exited, not yet reaped) of the Python-backend stubs a tritonserver
+    started, read from /proc (Linux, like the server itself)."""
+    states = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            text = Path(stat).read_text()
+        except OSError:
+            continue  # the process ended while we looked
+        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        if name.startswith("triton_python_b") and int(rest[1]) == server_pid:  # comm is cut at 15 chars
+            states[int(stat.split("/")[2])] = rest[0]
+    return states
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("setup", help="assemble the Triton home from the wheel")
-    serve = sub.add_parser("serve", help="exec tritonserver in the foreground")
+    serve = sub.add_parser("serve", help="run tritonserver in the foreground, restarted if a Python stub dies")
     serve.add_argument("--model-repository", type=Path, default=REPO_ROOT / "model_repository")
     serve.add_argument("--http-port", type=int, default=int(os.environ.get("HTTP_PORT", 8000)))
     serve.add_argument("--grpc-port", type=int, default=int(os.environ.get("GRPC_PORT", 8001)))
     serve.add_argument("--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", 8002)))
     serve.add_argument("--address", default=os.environ.get("BIND_ADDRESS", "127.0.0.1"),
                        help="address to bind; anything but loopback exposes the server (see README, Security)")
+    serve.add_argument("--no-restart", action="store_true",
+                       help="exec tritonserver itself: a dead Python stub then stays dead (Triton's own behaviour)")
     sub.add_parser("perf-env", help="print the LD_LIBRARY_PATH perf_analyzer needs")
     args, extra = p.parse_known_args(argv)
     home = ensure_triton_home()
@@ -208,10 +244,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Triton home ready at {home.root}")
     elif args.cmd == "perf-env":
         print(perf_analyzer_env(home)["LD_LIBRARY_PATH"])
-    else:
+    elif args.no_restart:
         cmd = server_command(home, args.model_repository.resolve(), args.http_port, args.grpc_port,
                              args.metrics_port, args.address, extra)
         os.execve(cmd[0], cmd, server_env(home))
+    else:
+        from .supervisor import Supervisor
+
+        ports = (args.http_port, args.grpc_port, args.metrics_port)
+        supervisor = Supervisor(lambda: start_server(args.model_repository, None, extra=extra, ports=ports,
+                                                     address=args.address))
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: supervisor.stop())
+        sys.exit(supervisor.run())
 
 
 if __name__ == "__main__":
