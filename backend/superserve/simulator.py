@@ -9,7 +9,6 @@ import heapq
 from dataclasses import dataclass
 
 from .scheduler.policies import Policy
-from .scheduler.profile import Profile
 from .scheduler.queue import EDFQueue, QueuedRequest
 
 __all__ = ["SimulatedRecord", "simulate"]
@@ -26,18 +25,14 @@ class SimulatedRecord:
 
 
 def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhead_ms: float = 0.0,
-             max_queue: int = 512, params: dict | None = None, shed_ms: float = 0.0,
-             service: Profile | None = None) -> list[SimulatedRecord]:
+             max_queue: int = 512, params: dict | None = None, shed_ms: float = 0.0) -> list[SimulatedRecord]:
     """Every arrival ends in one record. ``overhead_ms`` is added to each batch (dispatch + transport).
 
     ``shed_ms`` is the worker time one refusal of a queued request costs: the live server answers it with a
     response send, about its per-sample overhead. Under a burst beyond capacity those sends take time from
-    serving, which a free refusal would hide (measured: 5 attainment points on the Azure trace).
-
-    ``service`` is what batches really take, when it differs from what the policy plans with (its profile).
+    serving, which a free refusal would hide (on the Azure trace, most of a 3-5 point gap to the real server).
     """
     profile = policy.profile
-    service = service or profile
     lo, hi = 0, profile.size - 1
     if params and "subnet" in params:
         lo = hi = int(params["subnet"])
@@ -80,7 +75,7 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
             heapq.heappush(free, now + shed_ns)
             continue
         batch = queue.pop_batch(decision.subnet, decision.batch_size)
-        done = now + service.latency_ns(decision.subnet, sum(r.size for r in batch)) + overhead_ns
+        done = now + profile.latency_ns(decision.subnet, sum(r.size for r in batch)) + overhead_ns
         accuracy = profile.subnets[decision.subnet].accuracy
         for r in batch:
             records[r.payload] = SimulatedRecord(r.arrival_ns / 1e9, (done - r.arrival_ns) / 1e6,

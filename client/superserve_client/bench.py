@@ -28,6 +28,7 @@ __all__ = ["main", "systems_for", "make_bench_repository", "compare_to_fixed"]
 
 MODEL_DIR = REPO_ROOT / "model_repository" / "superserve"
 ARTEFACTS = ("model.py", "supernet.pt", "subnet_norm.pt", "profile.json")
+LEAD_IN_S = 2.0  # of each trace, replayed unmeasured before every run (see lead_in)
 MAX_RERUNS = 3  # restarts of the server for one run after a Python stub died, before giving up
 
 
@@ -171,9 +172,22 @@ def aggregate(label: str, model: str, params: dict, runs: list[list], slo_ms: fl
 def warm_up(server, systems, trace: Trace, slo_ms: float, images, seconds: float = 3.0) -> None:
     """A few seconds of traffic through every model first: each is its own Python process, and its
     first seconds (allocator, caches, the learned overhead) are not what the benchmark measures."""
-    head = Trace("warm-up", trace.arrivals_s[trace.arrivals_s < seconds], {"duration_s": seconds})
     for model in dict.fromkeys(model for _, model, _ in systems):
-        replay_sync(head, server.grpc_url, slo_ms, images, {}, model=model)
+        replay_sync(head(trace, seconds), server.grpc_url, slo_ms, images, {}, model=model)
+
+
+def head(trace: Trace, seconds: float) -> Trace:
+    return Trace(f"{trace.name}-head", trace.arrivals_s[trace.arrivals_s < seconds], {"duration_s": seconds})
+
+
+def lead_in(server, trace: Trace, slo_ms: float, images, params: dict, model: str) -> None:
+    """LEAD_IN_S of the trace through the system about to run it, unmeasured.
+
+    Without it, a run inherited the state the previous run left in the model (the learned cost model, the
+    arrival-rate estimate), from another system sharing the model or from a lighter trace: in one full
+    benchmark the first pass over a trace was the worse one in 20 of the 25 system/trace pairs whose two runs
+    differed."""
+    replay_sync(head(trace, LEAD_IN_S), server.grpc_url, slo_ms, images, params, model=model)
 
 
 def build_traces(top: float, quick: bool, duration_s: float, seed: int) -> list[Trace]:
@@ -349,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
                 order = systems if rep % 2 == 0 else systems[::-1]
                 for label, model, params in order:
                     bar.set_postfix_str(f"{trace.name} / {label}")
+                    lead_in(server, trace, slo_ms, images, params, model)
                     poller = _MetricsPoller(server.metrics_url)
                     watch = t_index == 0 and rep == 0 and label == "SlackFit-LA"
                     if watch:
@@ -370,6 +385,7 @@ def main(argv: list[str] | None = None) -> None:
                         shutil.copy(args.out / "server.log", args.out / f"server.crash{len(results['restarts'])}.log")
                         server = start_server(repo, args.out / "server.log")
                         warm_up(server, systems, traces[0], slo_ms, images)
+                        lead_in(server, trace, slo_ms, images, params, model)
                         records = replay_sync(trace, server.grpc_url, slo_ms, images, params, model=model)
                     if watch:
                         poller.stop_event.set()
