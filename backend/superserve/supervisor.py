@@ -1,11 +1,10 @@
 """Keeps tritonserver serving when one of its Python stubs dies.
 
 Triton 2.51's Python backend neither restarts a stub that has exited nor marks its model unready, and a
-stub can abort with a glibc heap corruption under sustained load (open upstream: triton-inference-server/
-server#8841, also seen here about once per two hours of benchmark load). The model then holds every request
-it is given until the server restarts. The supervisor looks at the stubs every second and restarts the
-whole server when one has died: seconds of refused connections, which clients retry, instead of an outage
-without end.
+stub can die of memory corruption under sustained load (open upstream: triton-inference-server/server#8841;
+seen here four times in two days of benchmarks). The model then holds every request it is given until the
+server restarts. The supervisor looks at the stubs every second and restarts the whole server when one
+has died: seconds of refused connections, which clients retry, instead of an outage without end.
 """
 
 from __future__ import annotations
