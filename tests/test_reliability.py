@@ -246,6 +246,8 @@ def test_stop_leaves_nothing_of_the_server_process_group(tmp_path, script, code)
     process = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
     child = int(process.stdout.readline())  # the child inherits an ignored SIGTERM
     assert _alive(child)
+    if code == 0:
+        process.wait(10)  # has exited before stop(), as tritonserver can (else SIGTERM could catch bash first)
     server = ServerProcess(process, 0, 0, 0, tmp_path / "log")
     started = time.monotonic()
     assert server.stop(timeout_s=0.5) == code

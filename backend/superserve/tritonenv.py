@@ -2,8 +2,8 @@
 
 ``python -m superserve.tritonenv serve`` assembles a Triton home from the wheel (once), then runs
 ``tritonserver --model-repository model_repository`` bound to 127.0.0.1 under a supervisor that restarts it
-if a Python stub dies. The same functions start
-the servers of the integration tests and benchmarks, and give perf_analyzer its two libraries.
+if a Python stub dies. The same functions start the servers of the integration tests and benchmarks, and
+give perf_analyzer its two libraries.
 """
 
 from __future__ import annotations

@@ -14,14 +14,13 @@ from pathlib import Path
 from superserve.scheduler import Profile, make_policy
 from superserve.simulator import simulate
 
-from .bench import load_setup
+from .bench import BENCH_POLICIES, load_setup, model_for
 from .metrics import summarise
 from .traces import Trace
 
-__all__ = ["main", "POLICY_OF_MODEL"]
+__all__ = ["main"]
 
-POLICY_OF_MODEL = {"superserve": "slackfit", "superserve_slackfit_la": "slackfit-la", "superserve_maxacc": "maxacc",
-                   "superserve_maxbatch": "maxbatch"}  # the benchmark's models (bench.make_bench_repository)
+POLICY_OF_MODEL = {model_for(policy): policy for policy in BENCH_POLICIES}
 
 
 def main(argv: list[str] | None = None) -> None:
