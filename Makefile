@@ -57,7 +57,7 @@ SLO_MS ?= 50
 perf: setup  ## perf_analyzer against a running server (RATE=req/s, SLO_MS; TRACE=trace.json replays a trace)
 	$(PY) -m superserve_client.perf --url 127.0.0.1:$(GRPC_PORT) --slo-ms $(SLO_MS) $(if $(TRACE),--trace $(TRACE),--rate $(RATE))
 
-bench: setup model  ## headline benchmark: SlackFit(-LA) vs fixed models, ~25 min (QUICK=1: smaller grid, ~5 min)
+bench: setup model  ## headline benchmark: SlackFit(-LA) vs fixed models, ~28 min (QUICK=1: smaller grid, ~5 min)
 	$(PY) -m superserve_client.bench --out results/bench $(if $(QUICK),--quick,)
 	$(PY) -m superserve_client.validate_sim --bench results/bench
 
