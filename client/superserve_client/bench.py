@@ -199,6 +199,19 @@ def lead_in(server, trace: Trace, slo_ms: float, images, params: dict, model: st
     replay_sync(head(trace, LEAD_IN_S), server.grpc_url, slo_ms, images, params, model=model)
 
 
+def _run(server, trace: Trace, slo_ms: float, images, params: dict, model: str, watch: bool):
+    """One measured run after its lead-in; with ``watch``, the server's batch sizes sampled during it."""
+    lead_in(server, trace, slo_ms, images, params, model)
+    poller = _MetricsPoller(server.metrics_url)
+    if watch:
+        poller.start()
+    records = replay_sync(trace, server.grpc_url, slo_ms, images, params, model=model)
+    if watch:
+        poller.stop_event.set()
+        poller.join()
+    return records, poller
+
+
 def build_traces(top: float, quick: bool, duration_s: float, seed: int) -> list[Trace]:
     """Loads relative to the most accurate SubNet's measured capacity ``top``, from below it to above it."""
     traces = [azure_functions(mean_rate=0.8 * top, duration_s=duration_s, seed=seed)]
@@ -372,14 +385,10 @@ def main(argv: list[str] | None = None) -> None:
                 order = systems if rep % 2 == 0 else systems[::-1]
                 for label, model, params in order:
                     bar.set_postfix_str(f"{trace.name} / {label}")
-                    lead_in(server, trace, slo_ms, images, params, model)
-                    poller = _MetricsPoller(server.metrics_url)
                     watch = t_index == 0 and rep == 0 and label == "SlackFit-LA"
-                    if watch:
-                        poller.start()
-                    records = replay_sync(trace, server.grpc_url, slo_ms, images, params, model=model)
+                    records, poller = _run(server, trace, slo_ms, images, params, model, watch)
                     reruns = 0
-                    while server.dead_stubs():
+                    while dead := server.dead_stubs():
                         if reruns == MAX_RERUNS:
                             raise SystemExit(f"Python stubs kept dying on {trace.name} / {label}; see "
                                              f"{args.out / 'server.log'}")
@@ -387,18 +396,15 @@ def main(argv: list[str] | None = None) -> None:
                         # A Python stub died (upstream Triton bug, see superserve.supervisor): this run's
                         # figures are void. Restart the server, warm it up, run again, and say so.
                         results["restarts"].append({"trace": trace.name, "system": label, "repeat": rep,
-                                                    "dead_stubs": server.dead_stubs()})
+                                                    "dead_stubs": dead})
                         tqdm.write(f"a Python stub died during {trace.name} / {label}: restarting the server "
                                    "and running it again")
                         server.stop()
                         shutil.copy(args.out / "server.log", args.out / f"server.crash{len(results['restarts'])}.log")
                         server = start_server(repo, args.out / "server.log")
                         warm_up(server, systems, traces[0], slo_ms, images)
-                        lead_in(server, trace, slo_ms, images, params, model)
-                        records = replay_sync(trace, server.grpc_url, slo_ms, images, params, model=model)
+                        records, poller = _run(server, trace, slo_ms, images, params, model, watch)
                     if watch:
-                        poller.stop_event.set()
-                        poller.join()
                         results["dynamics"] = dynamics(trace, records, poller, bin_s=max(duration / 40, 0.25))
                         (args.out / "records_slackfit_la.json").write_text(json.dumps([asdict(r) for r in records]))
                     runs[label].append(records)
