@@ -144,3 +144,29 @@ def test_replayer_records_every_request_when_no_server_answers():
     assert all(r.message for r in records)
     assert time.monotonic() - started < 15
     assert gc.isenabled()
+
+
+def test_pooling_benchmark_runs_matches_traces_by_relative_load_and_finds_dominance_on_the_pooled_means():
+    from superserve_client.bench_pool import pool
+
+    def result(top_rps, rate, la, maxbatch):
+        def row(system, runs):
+            return {"system": system, "runs": [{"slo_attainment": a, "mean_serving_accuracy": c} for a, c in runs]}
+        trace = {"params": {"kind": "bursty", "cv2": 8}, "mean_rate": rate,
+                 "rows": [row("SlackFit-LA", la), row("MaxBatch", maxbatch), row("Clipper+ 0.974", [(1.0, 0.974)])]}
+        return {"capacity": {"top_rps": top_rps}, "traces": [trace]}
+
+    # two benchmarks on machines of different speed: the same 0.7x trace; LA wins the first, loses the second
+    first = result(800.0, 560.0, la=[(0.998, 0.986), (0.996, 0.986)], maxbatch=[(0.995, 0.985), (0.995, 0.985)])
+    second = result(700.0, 490.0, la=[(0.990, 0.980), (0.990, 0.980)], maxbatch=[(0.999, 0.987), (0.999, 0.987)])
+    pooled = pool([first, second])
+    assert list(pooled) == ["bursty 0.7x CV² 8"]
+    rows = {r["system"]: r for r in pooled["bursty 0.7x CV² 8"]}
+    assert len(rows["SlackFit-LA"]["runs"]) == 4
+    assert rows["SlackFit-LA"]["slo_attainment"] == pytest.approx(0.9935)
+    assert rows["SlackFit-LA"]["mean_serving_accuracy"] == pytest.approx(0.983)
+    assert rows["SlackFit-LA"]["attainment_spread"] == pytest.approx(0.008)
+    from superserve_client.bench import compare_to_fixed
+    verdict = compare_to_fixed(pooled["bursty 0.7x CV² 8"], "SlackFit-LA")
+    assert verdict["dominated_by"] == ["MaxBatch"]  # 0.997 / 98.6% against 0.9935 / 98.3% on the pooled means
+    assert verdict["clearly_dominated_by"] == []  # but within the spread between runs

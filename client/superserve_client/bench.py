@@ -224,14 +224,14 @@ def build_traces(top: float, quick: bool, duration_s: float, seed: int) -> list[
     return traces
 
 
-def plot(results: dict, out: Path) -> list[Path]:
+def plot_tradeoff(traces: list[dict], path: Path) -> Path:
+    """SLO attainment vs mean serving accuracy, one panel per trace, one point per system (the paper's Fig. 9),
+    with the spread between runs as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
-    traces = results["traces"]
     fig, axes = plt.subplots(1, len(traces), figsize=(5 * len(traces), 4.2), squeeze=False)
     for ax, trace in zip(axes[0], traces):
         for row in trace["rows"]:
@@ -252,11 +252,18 @@ def plot(results: dict, out: Path) -> list[Path]:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
-    path = out / "attainment_vs_accuracy.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    paths.append(path)
+    return path
 
+
+def plot(results: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = [plot_tradeoff(results["traces"], out / "attainment_vs_accuracy.png")]
     dyn = results.get("dynamics")
     if dyn:
         fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)

@@ -1,0 +1,95 @@
+"""Pool several full benchmark runs: is a system's place in the trade-off the same from run to run?
+
+One run of ``make bench`` measures each system twice per trace; on a shared 2-core machine the spread between
+runs is as large as the gaps between the best systems. This pools every measured run of every benchmark folder
+given (each run counts once), trace by trace, matched by kind and load relative to the capacity each benchmark
+measured, and applies the benchmark's own comparison to the pooled means.
+
+    .venv/bin/python -m superserve_client.bench_pool results/bench results/bench_run2 [--out pooled.md] [--plot p.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .bench import ADAPTIVE, compare_to_fixed, plot_tradeoff
+
+__all__ = ["trace_label", "pool", "markdown", "main"]
+
+
+def trace_label(trace: dict, top_rps: float) -> str:
+    """The same experiment across runs: kind, burstiness and load relative to the measured top capacity."""
+    params = trace["params"]
+    load = trace["mean_rate"] / top_rps
+    if params["kind"] == "bursty":
+        return f"bursty {load:.1f}x CV² {params['cv2']:g}"
+    return f"{params['kind'].replace('_', ' ')} {load:.1f}x"
+
+
+def pool(results: list[dict]) -> dict[str, list[dict]]:
+    """Per trace label, one row per system: mean attainment and accuracy over every run of every benchmark,
+    the spread (max - min) between those runs, and the per-run figures."""
+    runs: dict[str, dict[str, list[dict]]] = {}
+    for result in results:
+        for trace in result["traces"]:
+            by_system = runs.setdefault(trace_label(trace, result["capacity"]["top_rps"]), {})
+            for row in trace["rows"]:
+                by_system.setdefault(row["system"], []).extend(row["runs"])
+    pooled = {}
+    for label, by_system in runs.items():
+        rows = []
+        for system, per_run in by_system.items():
+            attainment = [r["slo_attainment"] for r in per_run]
+            accuracy = [r["mean_serving_accuracy"] for r in per_run
+                        if r["mean_serving_accuracy"] == r["mean_serving_accuracy"]]  # no NaN: nothing on time
+            rows.append({"system": system, "runs": per_run,
+                         "slo_attainment": sum(attainment) / len(attainment),
+                         "mean_serving_accuracy": sum(accuracy) / len(accuracy) if accuracy else float("nan"),
+                         "attainment_spread": max(attainment) - min(attainment),
+                         "accuracy_spread": (max(accuracy) - min(accuracy)) if accuracy else 0.0})
+        pooled[label] = rows
+    return pooled
+
+
+def markdown(pooled: dict[str, list[dict]], sources: list[str]) -> str:
+    lines = [f"Pooled over {len(sources)} benchmark run(s) ({', '.join(sources)}); every measured run counts once. "
+             "± is half the spread between runs.", ""]
+    for label, rows in pooled.items():
+        n = max(len(r["runs"]) for r in rows)
+        lines += [f"### {label} ({n} runs per system)", "", "| system | SLO attainment | mean serving accuracy |",
+                  "|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['system']} | {r['slo_attainment']:.4f} ± {r['attainment_spread'] / 2:.4f} | "
+                         f"{100 * r['mean_serving_accuracy']:.2f}% ± {50 * r['accuracy_spread']:.2f} |")
+        lines.append("")
+        for system in ADAPTIVE:
+            c = compare_to_fixed(rows, system)
+            if c:
+                lines.append(f"- **{system}**: dominated on the pooled mean by: {', '.join(c['dominated_by']) or 'none'}"
+                             f"; beyond the spread between runs: {', '.join(c['clearly_dominated_by']) or 'none'}.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("benchmarks", type=Path, nargs="+", help="benchmark output folders (each with results.json)")
+    p.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
+    p.add_argument("--plot", type=Path, default=None, help="also plot attainment vs accuracy per trace here (.png)")
+    args = p.parse_args(argv)
+    missing = [str(b) for b in args.benchmarks if not (b / "results.json").is_file()]
+    if missing:
+        p.error(f"no results.json in {', '.join(missing)}: run `make bench` first")
+    pooled = pool([json.loads((b / "results.json").read_text()) for b in args.benchmarks])
+    text = markdown(pooled, [str(b) for b in args.benchmarks])
+    if args.out:
+        args.out.write_text(text + "\n")
+    if args.plot:
+        plot_tradeoff([{"name": f"{label} (pooled)", "rows": rows} for label, rows in pooled.items()], args.plot)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
