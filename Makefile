@@ -12,7 +12,7 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 EPOCHS ?= 20
 
-.PHONY: help setup model serve test unit bench-micro bench-server perf bench soak overload clean distclean
+.PHONY: help setup model serve test unit bench-micro bench-server perf bench bench-pool soak overload clean distclean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,9 +57,14 @@ SLO_MS ?= 50
 perf: setup  ## perf_analyzer against a running server (RATE=req/s, SLO_MS; TRACE=trace.json replays a trace)
 	$(PY) -m superserve_client.perf --url 127.0.0.1:$(GRPC_PORT) --slo-ms $(SLO_MS) $(if $(TRACE),--trace $(TRACE),--rate $(RATE))
 
-bench: setup model  ## headline benchmark: SlackFit(-LA) vs fixed models, ~28 min (QUICK=1: smaller grid, ~5 min)
-	$(PY) -m superserve_client.bench --out results/bench $(if $(QUICK),--quick,)
-	$(PY) -m superserve_client.validate_sim --bench results/bench
+BENCH_OUT ?= results/bench
+bench: setup model  ## headline benchmark: SlackFit(-LA) vs fixed models, ~28 min (QUICK=1: ~5 min; BENCH_OUT=folder)
+	$(PY) -m superserve_client.bench --out $(BENCH_OUT) $(if $(QUICK),--quick,)
+	$(PY) -m superserve_client.validate_sim --bench $(BENCH_OUT)
+
+RUNS ?= $(patsubst %/results.json,%,$(wildcard results/bench*/results.json))
+bench-pool: setup  ## pool several benchmark runs (RUNS: their folders, default every results/bench*): pooled table + plot
+	$(PY) -m superserve_client.bench_pool $(RUNS) --out results/bench_pooled.md --plot results/bench_pooled.png
 
 MINUTES ?= 10
 soak: setup model  ## soak benchmark: MINUTES (10) at 70% of capacity on a bursty trace, memory and losses
