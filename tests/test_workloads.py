@@ -170,3 +170,8 @@ def test_pooling_benchmark_runs_matches_traces_by_relative_load_and_finds_domina
     verdict = compare_to_fixed(pooled["bursty 0.7x CV² 8"], "SlackFit-LA")
     assert verdict["dominated_by"] == ["MaxBatch"]  # 0.997 / 98.6% against 0.9935 / 98.3% on the pooled means
     assert verdict["clearly_dominated_by"] == []  # but within the spread between runs
+    # a row without its runs listed counts as one run
+    lone = {"capacity": {"top_rps": 800.0}, "traces": [{"params": {"kind": "bursty", "cv2": 8}, "mean_rate": 560.0,
+                                                        "rows": [{"system": "INFaaS", "slo_attainment": 1.0,
+                                                                  "mean_serving_accuracy": 0.938}]}]}
+    assert pool([lone])["bursty 0.7x CV² 8"][0]["runs"] == [{"slo_attainment": 1.0, "mean_serving_accuracy": 0.938}]

@@ -36,7 +36,9 @@ def pool(results: list[dict]) -> dict[str, list[dict]]:
         for trace in result["traces"]:
             by_system = runs.setdefault(trace_label(trace, result["capacity"]["top_rps"]), {})
             for row in trace["rows"]:
-                by_system.setdefault(row["system"], []).extend(row["runs"])
+                # a benchmark of one run per system may not list its runs: the row is that run
+                per_run = row.get("runs") or [{k: row[k] for k in ("slo_attainment", "mean_serving_accuracy")}]
+                by_system.setdefault(row["system"], []).extend(per_run)
     pooled = {}
     for label, by_system in runs.items():
         rows = []
