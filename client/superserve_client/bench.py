@@ -169,13 +169,18 @@ def aggregate(label: str, model: str, params: dict, runs: list[list], slo_ms: fl
     per_run = [summarise(records, slo_ms) for records in runs]
     row = {"system": label, "model": model, "parameters": params,
            **summarise([r for records in runs for r in records], slo_ms)}
-    attainment = [s["slo_attainment"] for s in per_run]
-    accuracy = [s["mean_serving_accuracy"] for s in per_run if s["mean_serving_accuracy"] == s["mean_serving_accuracy"]]
     row["runs"] = [{"slo_attainment": s["slo_attainment"], "mean_serving_accuracy": s["mean_serving_accuracy"]}
                    for s in per_run]
-    row["attainment_spread"] = max(attainment) - min(attainment)
-    row["accuracy_spread"] = (max(accuracy) - min(accuracy)) if accuracy else 0.0
-    return row
+    return {**row, **spreads(row["runs"])}
+
+
+def spreads(runs: list[dict]) -> dict:
+    """Spread (max - min) of attainment and accuracy between runs; a run with nothing on time (accuracy NaN)
+    has no accuracy to spread."""
+    attainment = [r["slo_attainment"] for r in runs]
+    accuracy = [r["mean_serving_accuracy"] for r in runs if r["mean_serving_accuracy"] == r["mean_serving_accuracy"]]
+    return {"attainment_spread": max(attainment) - min(attainment),
+            "accuracy_spread": (max(accuracy) - min(accuracy)) if accuracy else 0.0}
 
 
 def warm_up(server, systems, trace: Trace, slo_ms: float, images, seconds: float = 3.0) -> None:

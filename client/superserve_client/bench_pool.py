@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .bench import ADAPTIVE, compare_to_fixed, plot_tradeoff
+from .bench import ADAPTIVE, compare_to_fixed, plot_tradeoff, spreads
 
 __all__ = ["trace_label", "pool", "markdown", "main"]
 
@@ -43,14 +43,12 @@ def pool(results: list[dict]) -> dict[str, list[dict]]:
     for label, by_system in runs.items():
         rows = []
         for system, per_run in by_system.items():
-            attainment = [r["slo_attainment"] for r in per_run]
             accuracy = [r["mean_serving_accuracy"] for r in per_run
                         if r["mean_serving_accuracy"] == r["mean_serving_accuracy"]]  # no NaN: nothing on time
             rows.append({"system": system, "runs": per_run,
-                         "slo_attainment": sum(attainment) / len(attainment),
+                         "slo_attainment": sum(r["slo_attainment"] for r in per_run) / len(per_run),
                          "mean_serving_accuracy": sum(accuracy) / len(accuracy) if accuracy else float("nan"),
-                         "attainment_spread": max(attainment) - min(attainment),
-                         "accuracy_spread": (max(accuracy) - min(accuracy)) if accuracy else 0.0})
+                         **spreads(per_run)})
         pooled[label] = rows
     return pooled
 
