@@ -173,6 +173,25 @@ def test_slackfit_lookahead_budgets_for_the_backlog():
     assert la.decide(_queue(0.5), 0) is None  # infeasible heads are still shed
 
 
+def test_slackfit_lookahead_plans_every_batch_with_the_latency_safety():
+    la = make_policy("slackfit-la", PROFILE)
+    safe = make_policy("slackfit-la", PROFILE, latency_safety=0.25)
+    # SubNet 2 at batch 1 costs 4 ms: it fits 4.5 ms of slack, but not when planned at 5 ms
+    assert la.decide(_queue(4.5), 0) == Decision(2, 1)
+    assert safe.decide(_queue(4.5), 0) == Decision(1, 1)
+    assert safe.decide(_queue(5.0), 0) == Decision(2, 1)
+    # the backlog is planned with it too: after SubNet 1 x4 (5 ms, planned 6.25), two more need SubNet 0 x2
+    # (1.5 ms, planned 1.875) by 8 ms: budget 6.125 ms, too little for the planned 6.25
+    q = _queue(10.5, 8, 8, 8, 8, 8)
+    assert la.decide(q, 0) == Decision(1, 4)
+    assert safe.decide(q, 0) == Decision(0, 4)
+    # nothing fits once planned with the safety: the fastest SubNet still tries on the bare slack, no shed
+    assert safe.decide(_queue(1.1), 0) == Decision(0, 1)
+    assert safe.decide(_queue(0.5), 0) is None
+    with pytest.raises(ValueError, match="latency safety"):
+        make_policy("slackfit-la", PROFILE, latency_safety=-0.1)
+
+
 def test_edf_queue_reads_deadlines_in_order_after_out_of_order_pushes():
     q = _queue(5, 1, 3, 2, 4)
     assert [q.deadline_at(i) // MS for i in range(5)] == [1, 2, 3, 4, 5]

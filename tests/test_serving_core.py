@@ -35,7 +35,7 @@ def test_config_defaults_and_triton_parameter_form():
     ({"max_queue": "0"}, "must be within"),
     ({"margin_ms": "nan"}, "must be finite"),
     ({"max_utilization": "1.5"}, "must be within"),
-    ({"lookahead_safety": "-1"}, "must be within"),
+    ({"latency_safety": "-1"}, "must be within"),
     ({"policy": "fifo"}, "unknown policy"),
     ({"default_slo_ms": "100", "max_slo_ms": "50"}, "exceeds max_slo_ms"),
 ])

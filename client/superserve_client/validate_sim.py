@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         trace = Trace.load(args.bench / "traces" / f"{trace_result['name']}.json")
         for real in trace_result["rows"]:
             policy = make_policy(POLICY_OF_MODEL[real["model"]], profile, int(config.margin_ms * 1e6),
-                                 config.num_buckets, config.lookahead_safety, config.max_utilization)
+                                 config.num_buckets, config.latency_safety, config.max_utilization)
             sim = summarise(simulate(trace.arrivals_s, policy, results["slo_ms"], max_queue=config.max_queue,
                                      params=real["parameters"], shed_ms=overhead_ms), results["slo_ms"])
             rows.append({"trace": trace.name, "system": real["system"], "real_attainment": real["slo_attainment"],

@@ -17,7 +17,7 @@ __all__ = ["ServingConfig", "parse_config", "parameters_from_pbtxt", "config_fro
 class ServingConfig:
     policy: str = "slackfit"
     num_buckets: int = DEFAULT_BUCKETS
-    lookahead_safety: float = 0.0  # slackfit-la: plan the backlog at (1 + this) x the fastest SubNet's latency
+    latency_safety: float = 0.0  # slackfit-la: plan every batch, and the backlog behind it, at (1 + this) x its latency
     max_utilization: float = 1.0  # slackfit-la: pass over SubNets that would keep the server busier than this
     rate_window_ms: float = 500.0  # time constant of the queue's arrival-rate estimate (sustained load, not bursts)
     default_slo_ms: float = 50.0
@@ -33,7 +33,7 @@ class ServingConfig:
 
 _BOUNDS = {
     "num_buckets": (2, 10_000),
-    "lookahead_safety": (0.0, 100.0),
+    "latency_safety": (0.0, 100.0),
     "max_utilization": (0.01, 1.0),
     "rate_window_ms": (1.0, 600_000.0),
     "default_slo_ms": (0.001, None),

@@ -75,7 +75,7 @@ class SuperServeCore:
     def _make_policy(self):
         """The configured policy over the current cost model (``self.profile``)."""
         return make_policy(self.config.policy, self.profile, int(self.config.margin_ms * 1e6),
-                           self.config.num_buckets, self.config.lookahead_safety, self.config.max_utilization)
+                           self.config.num_buckets, self.config.latency_safety, self.config.max_utilization)
 
     @torch.inference_mode()
     def _warm_up(self) -> None:

@@ -38,7 +38,7 @@ def decision_times(profile: dict, queue_lengths=(1, 16, 256), decisions: int = 2
     out = {}
     top = p.latency_ns(p.size - 1, p.max_batch)
     for policy_name in ("slackfit", "slackfit-la", "maxacc", "maxbatch"):
-        policy = make_policy(policy_name, p, lookahead_safety=config.lookahead_safety,
+        policy = make_policy(policy_name, p, latency_safety=config.latency_safety,
                              max_utilization=config.max_utilization)
         for n in queue_lengths:
             queue = EDFQueue()
