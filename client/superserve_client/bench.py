@@ -174,11 +174,16 @@ def aggregate(label: str, model: str, params: dict, runs: list[list], slo_ms: fl
     return {**row, **spreads(row["runs"])}
 
 
+def run_accuracies(runs: list[dict]) -> list[float]:
+    """Each run's mean serving accuracy, less the runs with nothing on time (accuracy NaN)."""
+    return [r["mean_serving_accuracy"] for r in runs if r["mean_serving_accuracy"] == r["mean_serving_accuracy"]]
+
+
 def spreads(runs: list[dict]) -> dict:
-    """Spread (max - min) of attainment and accuracy between runs; a run with nothing on time (accuracy NaN)
-    has no accuracy to spread."""
+    """Spread (max - min) of attainment and accuracy between runs; a run with nothing on time has no accuracy
+    to spread."""
     attainment = [r["slo_attainment"] for r in runs]
-    accuracy = [r["mean_serving_accuracy"] for r in runs if r["mean_serving_accuracy"] == r["mean_serving_accuracy"]]
+    accuracy = run_accuracies(runs)
     return {"attainment_spread": max(attainment) - min(attainment),
             "accuracy_spread": (max(accuracy) - min(accuracy)) if accuracy else 0.0}
 

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .bench import ADAPTIVE, compare_to_fixed, plot_tradeoff, spreads
+from .bench import ADAPTIVE, compare_to_fixed, plot_tradeoff, run_accuracies, spreads
 
 __all__ = ["trace_label", "pool", "markdown", "main"]
 
@@ -43,8 +43,7 @@ def pool(results: list[dict]) -> dict[str, list[dict]]:
     for label, by_system in runs.items():
         rows = []
         for system, per_run in by_system.items():
-            accuracy = [r["mean_serving_accuracy"] for r in per_run
-                        if r["mean_serving_accuracy"] == r["mean_serving_accuracy"]]  # no NaN: nothing on time
+            accuracy = run_accuracies(per_run)
             rows.append({"system": system, "runs": per_run,
                          "slo_attainment": sum(r["slo_attainment"] for r in per_run) / len(per_run),
                          "mean_serving_accuracy": sum(accuracy) / len(accuracy) if accuracy else float("nan"),
