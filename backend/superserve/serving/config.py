@@ -28,7 +28,10 @@ class ServingConfig:
     overhead_adapt_rate: float = 0.05  # EWMA weight learning the per-sample overhead from real batches (0: fixed)
     num_threads: int = 1  # torch intra-op threads of the model instance
     drain_timeout_s: float = 5.0  # on unload/shutdown, serve what is queued for at most this long
-    cancel_check_ms: float = 5.0  # requests queued at least this long are checked for client cancellation
+    # Requests queued at least this long are asked whether their client gave up. Each question is an IPC round
+    # trip; at 5 ms a loaded server asked about every request and lost 13% of its saturation throughput. A request with
+    # an SLO under this is shed at its deadline anyway, so only long-SLO requests are asked.
+    cancel_check_ms: float = 100.0
 
 
 _BOUNDS = {
