@@ -168,6 +168,25 @@ def test_cancelled_requests_are_never_run():
     assert rec.rejected == [("gone", "request cancelled by the client before it was computed")]
 
 
+def test_only_requests_queued_longer_than_the_default_cancel_check_are_asked():
+    # each question is an IPC round trip in the Python backend: a request that waited tens of ms is not asked
+    rec = _Recorder()
+    rec.gate.clear()
+    asked = []
+    d = Dispatcher(make_policy("fixed:0", PROFILE), rec.run, rec.reject, lambda r: asked.append(r.payload) or False,
+                   max_queue=100, cancel_check_ms=ServingConfig().cancel_check_ms)
+    d.submit(_request("blocker", 10_000))
+    time.sleep(0.02)  # the blocker's batch is running (held at the gate)
+    d.submit(_request("long", 10_000))
+    time.sleep(0.15)
+    d.submit(_request("short", 10_000))
+    time.sleep(0.04)
+    rec.gate.set()
+    d.close()
+    assert [p for _, batch in rec.ran for p in batch] == ["blocker", "long", "short"]
+    assert asked == ["long"]  # waited ~190 ms; "short" waited ~40 ms
+
+
 # Core with a real (small, untrained) SuperNet -----------------------------------------------------
 class _FakeTransport:
     def __init__(self):
