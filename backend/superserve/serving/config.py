@@ -29,8 +29,8 @@ class ServingConfig:
     num_threads: int = 1  # torch intra-op threads of the model instance
     drain_timeout_s: float = 5.0  # on unload/shutdown, serve what is queued for at most this long
     # Requests queued at least this long are asked whether their client gave up. Each question is an IPC round
-    # trip; at 5 ms a loaded server asked about every request and lost 13% of its saturation throughput. A request with
-    # an SLO under this is shed at its deadline anyway, so only long-SLO requests are asked.
+    # trip; at 5 ms a loaded server asked about every request and lost 13% of its saturation throughput. A
+    # request with an SLO under this is shed at its deadline anyway, so only long-SLO requests are asked.
     cancel_check_ms: float = 100.0
 
 
