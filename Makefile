@@ -12,7 +12,7 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 EPOCHS ?= 20
 
-.PHONY: help setup model serve test unit bench-micro bench-server perf bench bench-pool soak overload clean distclean
+.PHONY: help setup model serve test unit bench-micro bench-peer perf bench bench-pool soak overload clean distclean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	touch $@
 
 $(TRITON): $(STAMP)
-	$(PY) -m superserve.tritonenv setup
+	$(PY) -m superserve.serve setup
 
 model: $(MODEL)  ## train + calibrate + profile the default SuperNet if missing
 
@@ -38,7 +38,7 @@ $(MODEL): $(MODEL_DIR)/supernet.pt | $(STAMP)
 	$(PY) -m superserve.build --out $(MODEL_DIR)
 
 serve: setup model  ## start tritonserver on 127.0.0.1 (HTTP_PORT, GRPC_PORT, METRICS_PORT)
-	$(PY) -m superserve.tritonenv serve --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	$(PY) -m superserve.serve serve --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 unit: setup  ## fast unit tests only (no model, no server)
 	$(PY) -m pytest -q -m "not integration"
@@ -46,34 +46,35 @@ unit: setup  ## fast unit tests only (no model, no server)
 test: setup model  ## the whole test suite, integration tests against a real tritonserver included
 	$(PY) -m pytest -q
 
-bench-micro: setup model  ## SubNetAct micro-benchmark: actuation time, in-place vs extracted latency, memory
-	$(PY) -m superserve.tools.bench_micro --out results/bench_micro.json
+bench-micro: setup model  ## micro-benchmarks: actuation, in-place vs extracted latency, memory, policy decision time
+	$(PY) -m superserve_bench.bench_micro --out results/bench_micro.json
 
-bench-server: setup model  ## policy decision time, server overhead at low load, saturation throughput
-	$(PY) -m superserve.tools.bench_server --out results/bench_server.json
+ROUNDS ?= 3
+bench-peer: setup model  ## SuperServe vs plain Triton on the same SubNet: saturation and low-load latency (ROUNDS)
+	$(PY) -m superserve_bench.bench_peer --rounds $(ROUNDS) --out results/bench_peer
 
 RATE ?= 100
 SLO_MS ?= 50
 perf: setup  ## perf_analyzer against a running server (RATE=req/s, SLO_MS; TRACE=trace.json replays a trace)
-	$(PY) -m superserve_client.perf --url 127.0.0.1:$(GRPC_PORT) --slo-ms $(SLO_MS) $(if $(TRACE),--trace $(TRACE),--rate $(RATE))
+	$(PY) -m superserve_bench.perf --url 127.0.0.1:$(GRPC_PORT) --slo-ms $(SLO_MS) $(if $(TRACE),--trace $(TRACE),--rate $(RATE))
 
 BENCH_OUT ?= results/bench
 bench: setup model  ## headline benchmark: SlackFit(-LA) vs fixed models, ~28 min (QUICK=1: ~5 min; BENCH_OUT=folder)
-	$(PY) -m superserve_client.bench --out $(BENCH_OUT) $(if $(QUICK),--quick,)
-	$(PY) -m superserve_client.validate_sim --bench $(BENCH_OUT)
+	$(PY) -m superserve_bench.bench --out $(BENCH_OUT) $(if $(QUICK),--quick,)
+	$(PY) -m superserve_bench.validate_sim --bench $(BENCH_OUT)
 
 RUNS ?= $(patsubst %/results.json,%,$(wildcard results/bench*/results.json))
 bench-pool: setup  ## pool several benchmark runs (RUNS: their folders, default every results/bench*): pooled table + plot
-	$(PY) -m superserve_client.bench_pool $(RUNS) --out results/bench_pooled.md --plot results/bench_pooled.png
+	$(PY) -m superserve_bench.bench_pool $(RUNS) --out results/bench_pooled.md --plot results/bench_pooled.png
 
 MINUTES ?= 10
 soak: setup model  ## soak benchmark: MINUTES (10) at 70% of capacity on a bursty trace, memory and losses
-	$(PY) -m superserve_client.soak --minutes $(MINUTES) --out results/soak.json
+	$(PY) -m superserve_bench.soak --minutes $(MINUTES) --out results/soak.json
 
 TIMES ?= 3.1
 FLOOD_S ?= 60
 overload: setup model  ## overload benchmark: TIMES (3.1: on 2 cores the senders deliver ~3) x the fastest SubNet's capacity for FLOOD_S (60), then recovery
-	$(PY) -m superserve_client.overload --times $(TIMES) --seconds $(FLOOD_S) --out results/overload.json
+	$(PY) -m superserve_bench.overload --times $(TIMES) --seconds $(FLOOD_S) --out results/overload.json
 
 clean:  ## remove caches and results (keeps the venv and the model)
 	rm -rf results .pytest_cache

@@ -1,6 +1,6 @@
-"""Classify a few held-out digits over GRPC with an SLO:  .venv/bin/python client/grpc_example.py --slo-ms 20"""
+"""Classify a few digits over gRPC with an SLO:  python client/grpc_example.py --slo-ms 20"""
 
-from superserve_client.example import run
+from digits_client import run
 
 if __name__ == "__main__":
     run("grpc")

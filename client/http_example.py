@@ -1,6 +1,6 @@
-"""Classify a few held-out digits over HTTP with an SLO:  .venv/bin/python client/http_example.py --slo-ms 20"""
+"""Classify a few digits over HTTP with an SLO:  python client/http_example.py --slo-ms 20"""
 
-from superserve_client.example import run
+from digits_client import run
 
 if __name__ == "__main__":
     run("http")

@@ -26,11 +26,11 @@ def profile():
 
 
 @pytest.fixture(scope="session")
-def held_out():
+def digits():
     from superserve.data import load_digits
 
     data = load_digits()
-    return data.held_out_x.numpy(), data.held_out_y.numpy()
+    return data.test_x.numpy(), data.test_y.numpy()
 
 
 def pytest_collection_modifyitems(items):

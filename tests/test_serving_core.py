@@ -1,19 +1,21 @@
 """The Triton-agnostic serving core: config, request checks, dispatcher and core with a fake transport."""
 
 import json
-import threading
-import time
+from dataclasses import fields
 
 import numpy as np
 import pytest
 import torch
 
-from superserve.scheduler import Profile, QueuedRequest, make_policy
-from superserve.serving.config import ServingConfig, parse_config
-from superserve.serving.core import SuperServeCore
-from superserve.serving.dispatcher import DEADLINE_MESSAGE, QUEUE_FULL_MESSAGE, Dispatcher
+from superserve.scheduler import Profile
+from superserve.scheduler.cost_model import CostModel
+from superserve.scheduler.policies import DEFAULT_POLICY
+from superserve.serving.config import PARAMETERS, ServingConfig, config_from_pbtxt, parse_config, read_model_config
+from superserve.serving.core import CANCELLED_MESSAGE, DEADLINE_MESSAGE, SuperServeCore
+from superserve.serving.handover import HandoverClock
 from superserve.serving.requests import RequestError, check_images, parse_parameters
 from superserve.supernet import MNIST_RESNET, ElasticResNet
+from superserve.tritonenv import REPO_ROOT
 
 PROFILE = Profile.from_dict({"max_batch_size": 2, "subnets": [
     {"accuracy": 0.90, "latency_ms": {"1": 1.0, "2": 1.5}},
@@ -24,15 +26,32 @@ PROFILE = Profile.from_dict({"max_batch_size": 2, "subnets": [
 # Model config ------------------------------------------------------------------------------------
 def test_config_defaults_and_triton_parameter_form():
     assert parse_config({}) == ServingConfig()
-    config = parse_config({"policy": {"string_value": "fixed:2"}, "max_queue": {"string_value": "8"},
+    config = parse_config({"policy": {"string_value": "Fixed:2"}, "num_buckets": {"string_value": "8"},
                            "margin_ms": "1.5"})
-    assert (config.policy, config.max_queue, config.margin_ms) == ("fixed:2", 8, 1.5)
+    assert (config.policy, config.num_buckets, config.margin_ms) == ("fixed:2", 8, 1.5)
+
+
+def test_the_defaults_are_the_shipped_behaviour():
+    # the shipped model sets no parameters: what it serves with is ServingConfig's defaults, nothing else
+    shipped = read_model_config(REPO_ROOT / "model_repository" / "superserve" / "config.pbtxt")
+    assert len(shipped.parameters) == 0
+    assert config_from_pbtxt(REPO_ROOT / "model_repository" / "superserve" / "config.pbtxt") == ServingConfig()
+    assert ServingConfig().policy == DEFAULT_POLICY == "slackfit-la"
+    assert set(PARAMETERS) == {f.name for f in fields(ServingConfig)}  # every setting documented, none extra
+
+
+def test_the_configuration_reference_is_made_from_the_config_and_the_policy_registry():
+    from superserve.serving.config import reference_markdown
+
+    assert (REPO_ROOT / "docs" / "configuration.md").read_text() == reference_markdown(), \
+        "regenerate: .venv/bin/python -m superserve.serving.config > docs/configuration.md"
 
 
 @pytest.mark.parametrize("params, message", [
     ({"polcy": "slackfit"}, "unknown parameter 'polcy'"),
-    ({"max_queue": "many"}, "must be int"),
-    ({"max_queue": "0"}, "must be within"),
+    ({"num_buckets": "many"}, "must be int"),
+    ({"num_buckets": "1"}, "must be within"),
+    ({"max_queue": "512"}, "unknown parameter 'max_queue'"),
     ({"margin_ms": "nan"}, "must be finite"),
     ({"max_utilization": "1.5"}, "must be within"),
     ({"latency_safety": "-1"}, "must be within"),
@@ -99,114 +118,104 @@ def test_bad_inputs(images, message):
         check_images(images, (1, 28, 28), 2)
 
 
-# Dispatcher -----------------------------------------------------------------------------------------
-class _Recorder:
-    def __init__(self):
-        self.rejected, self.ran, self.cancelled = [], [], set()
-        self.gate = threading.Event()
-        self.gate.set()
-
-    def run(self, decision, batch):
-        self.gate.wait(10)
-        self.ran.append((decision.subnet, [r.payload for r in batch]))
-
-    def reject(self, request, code, message):
-        self.rejected.append((request.payload, message))
+# Hand-over arrival estimates --------------------------------------------------------------------------
+MS = 1_000_000
 
 
-def _dispatcher(rec, max_queue=100, policy="slackfit"):
-    return Dispatcher(make_policy(policy, PROFILE, num_buckets=4), rec.run, rec.reject,
-                      lambda r: r.payload in rec.cancelled, max_queue=max_queue)
+def test_a_round_that_finds_the_model_idle_arrived_just_now():
+    clock = HandoverClock(capacity_samples=64, max_request_samples=4, idle_gap_ns=1 * MS)
+    assert clock.start(100 * MS, 3) == 100 * MS  # the first round
+    clock.end(110 * MS)
+    assert clock.start(150 * MS, 2) == 150 * MS  # 40 ms after the last round ended: idle
 
 
-def _request(payload, slo_ms, lo=0, hi=2):
-    now = time.monotonic_ns()
-    return QueuedRequest(now + int(slo_ms * 1e6), now, lo, hi, payload)
+def test_a_back_to_back_round_arrived_while_the_previous_one_ran():
+    clock = HandoverClock(capacity_samples=64, max_request_samples=4, idle_gap_ns=1 * MS)
+    clock.start(100 * MS, 10)
+    clock.end(120 * MS)
+    head = clock.start(120 * MS + MS // 2, 5)  # 0.5 ms later: Triton had requests queued
+    assert head == 100 * MS  # no older than the previous round's start
+    arrivals = [HandoverClock.arrival(head, 120 * MS, i, 5) for i in range(5)]
+    assert arrivals == [100 * MS, 104 * MS, 108 * MS, 112 * MS, 116 * MS]  # spread in arrival order
 
 
-def test_dispatcher_serves_and_sheds_impossible_requests_at_once():
-    rec = _Recorder()
-    d = _dispatcher(rec)
-    d.submit(_request("ok", 1000))
-    d.submit(_request("impossible", 0.5))
-    d.submit(_request("pinned-too-slow", 3, lo=2, hi=2))
-    d.close()
-    assert rec.ran == [(2, ["ok"])]
-    assert rec.rejected == [("impossible", DEADLINE_MESSAGE), ("pinned-too-slow", DEADLINE_MESSAGE)]
+def test_after_a_full_round_the_next_may_be_as_old_as_its_oldest():
+    clock = HandoverClock(capacity_samples=16, max_request_samples=4, idle_gap_ns=1 * MS)
+    clock.start(100 * MS, 4)
+    clock.end(110 * MS)
+    assert clock.start(110 * MS, 16) == 100 * MS  # full: Triton may have kept more behind
+    clock.end(130 * MS)
+    assert clock.start(130 * MS, 13) == 100 * MS  # 13 + a largest request of 4 might not have fit: full too
+    clock.end(140 * MS)
+    assert clock.start(140 * MS, 3) == 100 * MS
+    clock.end(145 * MS)
+    assert clock.start(145 * MS, 3) == 140 * MS  # the previous round was not full
 
 
-def test_dispatcher_bounds_its_queue_and_drains_on_close():
-    rec = _Recorder()
-    rec.gate.clear()  # the first batch blocks, so the queue fills up
-    d = _dispatcher(rec, max_queue=3, policy="fixed:0")
-    d.submit(_request("first", 10_000))
-    deadline = time.monotonic() + 5
-    while len(d) and time.monotonic() < deadline:  # wait until the dispatcher holds "first"
-        time.sleep(0.001)
-    for i in range(4):
-        d.submit(_request(f"q{i}", 10_000))
-    assert rec.rejected == [("q3", QUEUE_FULL_MESSAGE)]
-    rec.gate.set()
-    d.close()
-    served = [p for _, batch in rec.ran for p in batch]
-    assert served == ["first", "q0", "q1", "q2"]  # every queued request answered before exit
+# The learned cost model ---------------------------------------------------------------------------------
+def test_the_cost_model_learns_the_per_sample_overhead_and_replans():
+    cost = CostModel(PROFILE, overhead_per_sample_ms=0.1, adapt_rate=0.5)
+    compute = PROFILE.latency_ns(1, 2)
+    changes = sum(cost.observe(1, 2, compute + 2 * MS) for _ in range(200))  # 1 ms per sample beyond compute
+    assert cost.overhead_ns == pytest.approx(MS, rel=0.01)
+    assert changes >= 1 and cost.version == changes
+    # the plan follows the learned overhead within the re-plan threshold (15%)
+    assert abs(cost.profile.latency_ns(1, 2) - (compute + 2 * cost.overhead_ns)) <= 2 * 0.15 * cost.overhead_ns
+    fixed = CostModel(PROFILE, overhead_per_sample_ms=0.3, adapt_rate=0.0)
+    assert not fixed.observe(1, 2, compute + 40 * MS) and fixed.overhead_ns == 0.3 * MS
 
 
-def test_cancelled_requests_are_never_run():
-    rec = _Recorder()
-    rec.gate.clear()
-    d = _dispatcher(rec, policy="fixed:0")
-    d.submit(_request("blocker", 10_000))
-    time.sleep(0.05)
-    rec.cancelled.add("gone")
-    d.submit(_request("gone", 10_000))
-    d.submit(_request("kept", 10_000))
-    rec.gate.set()
-    d.close()
-    served = [p for _, batch in rec.ran for p in batch]
-    assert "gone" not in served and served == ["blocker", "kept"]
-    assert rec.rejected == [("gone", "request cancelled by the client before it was computed")]
+def test_one_stall_moves_the_learned_overhead_little_and_a_full_batch_weighs_more():
+    full = PROFILE.max_batch
+    cost = CostModel(PROFILE, 0.4, 0.05)
+    cost.observe(1, 1, PROFILE.latency_ns(1, 1) + 35 * MS)  # a 35 ms stall in a batch of 1
+    # clipped to 2 x 0.4 + 0.1 ms, weighted 1/full: 0.4 + 0.05 / full * 0.5 ms
+    assert cost.overhead_ns == pytest.approx(0.4 * MS + 0.05 / full * 0.5 * MS)
+    small, big = CostModel(PROFILE, 0.4, 0.05), CostModel(PROFILE, 0.4, 0.05)
+    small.observe(1, 1, PROFILE.latency_ns(1, 1) + 0.6 * MS)  # 0.6 ms per sample
+    big.observe(1, full, PROFILE.latency_ns(1, full) + full * 0.6 * MS)
+    assert big.overhead_ns - 0.4 * MS == pytest.approx(full * (small.overhead_ns - 0.4 * MS))
 
 
-def test_only_requests_queued_longer_than_the_default_cancel_check_are_asked():
-    # each question is an IPC round trip in the Python backend: a request that waited tens of ms is not asked
-    rec = _Recorder()
-    rec.gate.clear()
-    asked = []
-    d = Dispatcher(make_policy("fixed:0", PROFILE), rec.run, rec.reject, lambda r: asked.append(r.payload) or False,
-                   max_queue=100, cancel_check_ms=ServingConfig().cancel_check_ms)
-    d.submit(_request("blocker", 10_000))
-    time.sleep(0.02)  # the blocker's batch is running (held at the gate)
-    d.submit(_request("long", 10_000))
-    time.sleep(0.25)
-    d.submit(_request("short", 10_000))
-    time.sleep(0.03)
-    rec.gate.set()
-    d.close()
-    assert [p for _, batch in rec.ran for p in batch] == ["blocker", "long", "short"]
-    assert asked == ["long"]  # waited ~280 ms; "short" waited ~30 ms
+# The core: one round per hand-over, with a real (small, untrained) SuperNet and a fake clock ---------------
+class _Request:
+    def __init__(self, name, images, params=None):
+        self.name, self.images, self.params = name, images, json.dumps(params or {})
 
 
-# Core with a real (small, untrained) SuperNet -----------------------------------------------------
 class _FakeTransport:
-    def __init__(self):
-        self.results, self.errors = {}, {}
-        self.done = threading.Semaphore(0)
+    """Responses are tuples; ``sent`` records what went out before the round returned. Each computed batch
+    moves the fake clock by its profiled latency at ``latency_scale`` (set by the test)."""
 
-    def send_result(self, handle, logits, subnet, accuracy):
-        self.results[handle] = (logits.copy(), subnet, accuracy)
-        self.done.release()
+    def __init__(self, clock):
+        self.clock, self.sent, self.asked, self.cancelled = clock, [], [], set()
 
-    def send_error(self, handle, code, message):
-        self.errors[handle] = (code, message)
-        self.done.release()
+    def images(self, request):
+        return request.images
 
-    def is_cancelled(self, handle):
-        return False
+    def parameters(self, request):
+        return request.params
 
-    def wait(self, n):
-        for _ in range(n):
-            assert self.done.acquire(timeout=30), "a request was never answered"
+    def result(self, request, logits, subnet, accuracy):
+        return ("result", request.name, logits.copy(), subnet, accuracy)
+
+    def error(self, code, message):
+        return ("error", code, message)
+
+    def send(self, request, response):
+        self.sent.append((request.name, response))
+
+    def is_cancelled(self, request):
+        self.asked.append(request.name)
+        return request.name in self.cancelled
+
+
+class _FakeClock:
+    def __init__(self, start_ns=1_000 * MS):
+        self.now = start_ns
+
+    def __call__(self):
+        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -222,80 +231,194 @@ def served_net():
     return net, profile, subnets
 
 
-def test_core_answers_every_request_with_the_chosen_subnets_logits(served_net):
-    net, profile, subnets = served_net
-    transport = _FakeTransport()
-    core = SuperServeCore(net, profile, ServingConfig(max_slo_ms=100_000), transport)
+class _TimedNet(torch.nn.Module):
+    """The SuperNet, but each forward moves the fake clock by the profiled latency of the actuated SubNet."""
+
+    def __init__(self, net, profile, clock):
+        super().__init__()
+        self.net, self.clock, self.timing = net, clock, False
+        self.space, self.cell = net.space, net.cell
+        self.latency = {net.inference_plan(net.space.parse(s["config"])).norm_row: s["latency_ms"]
+                        for s in profile["subnets"]}
+
+    def inference_plan(self, subnet):
+        return self.net.inference_plan(subnet)
+
+    def actuate(self, plan):
+        self.net.actuate(plan)
+
+    def forward(self, x):
+        if self.timing:  # the core's warm-up passes are free
+            self.clock.now += int(self.latency[self.cell.plan.norm_row][str(x.shape[0])] * MS)
+        return self.net(x)
+
+
+def _core(served_net, clock, **config):
+    net, profile, _ = served_net
+    transport = _FakeTransport(clock)
+    settings = dict(max_slo_ms=100_000, overhead_per_sample_ms=0.0, overhead_adapt_rate=0.0, margin_ms=0.0)
+    timed = _TimedNet(net, profile, clock)
+    core = SuperServeCore(timed, profile, ServingConfig(**{**settings, **config}), transport, clock=clock,
+                          handover_samples=64)
+    timed.timing = True
+    return core, transport
+
+
+def _expected_logits(served_net, subnet, images):
+    net, _, subnets = served_net
+    net.actuate(subnets[subnet])
+    with torch.no_grad():
+        return net(torch.from_numpy(images)).numpy()
+
+
+def test_a_round_answers_every_request_once_in_the_returned_list(served_net):
+    clock = _FakeClock()
+    core, transport = _core(served_net, clock)
     rng = np.random.default_rng(0)
-    images = {i: rng.random((1 + i % 3, 1, 28, 28), dtype=np.float32) for i in range(12)}
-    # odd: free choice with a loose SLO; even: pinned to SubNet 0. Separate phases, so that no free
-    # request rides along in a pinned batch.
-    for phase in (1, 0):
-        for i, x in images.items():
-            if i % 2 == phase:
-                params = {"slo_ms": 10_000} if phase else {"slo_ms": 10_000, "subnet": 0}
-                core.submit(x, json.dumps(params), i, time.monotonic_ns())
-        transport.wait(6)
-    core.submit(images[0].astype(np.float64), "{}", "bad-dtype", time.monotonic_ns())
-    core.submit(images[0], json.dumps({"slo_ms": 0.01}), "impossible", time.monotonic_ns())
-    transport.wait(2)
-    core.close()
-    assert transport.errors == {"bad-dtype": ("invalid", "INPUT must be FP32, got float64"),
-                                "impossible": ("unavailable", DEADLINE_MESSAGE)}
-    assert len(transport.results) == 12
-    for i, (logits, subnet, accuracy) in transport.results.items():
-        assert subnet == (1 if i % 2 else 0)  # loose SLO -> the accurate SubNet; pinned -> SubNet 0
-        assert accuracy == (0.99 if subnet else 0.9)
-        net.actuate(subnets[subnet])
-        with torch.no_grad():
-            expected = net(torch.from_numpy(images[i])).numpy()
-        np.testing.assert_allclose(logits, expected, atol=1e-5)
+    requests = [_Request(f"r{i}", rng.random((1 + i % 3, 1, 28, 28), dtype=np.float32),
+                         {"slo_ms": 10_000, **({"subnet": 0} if i % 2 else {})}) for i in range(8)]
+    requests += [_Request("bad-dtype", requests[0].images.astype(np.float64)),
+                 _Request("impossible", requests[0].images, {"slo_ms": 0.01}),
+                 _Request("bad-slo", requests[0].images, {"slo_ms": "soon"})]
+    responses = core.serve(requests)
+    assert len(responses) == len(requests) and not transport.sent  # nothing had to go out early
+    for request, response in zip(requests[:8], responses):
+        kind, name, logits, subnet, accuracy = response
+        assert (kind, name) == ("result", request.name)
+        assert subnet == (0 if request.name in ("r1", "r3", "r5", "r7") else 1)  # pinned, or the accurate one
+        assert accuracy == (0.9, 0.99)[subnet]
+        np.testing.assert_allclose(logits, _expected_logits(served_net, subnet, request.images), atol=1e-5)
+    assert responses[8] == ("error", "invalid", "INPUT must be FP32, got float64")
+    assert responses[9] == ("error", "unavailable", DEADLINE_MESSAGE)
+    assert responses[10][:2] == ("error", "invalid") and "must be a number" in responses[10][2]
+    assert len(core.queue) == 0  # nothing is left behind between rounds
 
 
-def test_core_refuses_a_profile_without_subnet_norm_statistics(served_net):
+def test_a_deadline_the_round_cannot_meet_is_refused_and_the_rest_served(served_net):
+    clock = _FakeClock()
+    core, transport = _core(served_net, clock, policy="fixed:1")  # 3 ms per sample on SubNet 1
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    # an idle round: all five arrived just now with 14 ms to go. A batch of 4 takes 12 ms; the fifth would then
+    # end at 15 ms, so it is refused rather than served late
+    responses = core.serve([_Request(f"r{i}", x, {"slo_ms": 14}) for i in range(5)])
+    assert [r[0] for r in responses] == ["result"] * 4 + ["error"]
+    assert responses[4] == ("error", "unavailable", DEADLINE_MESSAGE) and not transport.sent
+
+
+def test_an_answer_that_cannot_wait_for_the_rest_of_the_round_is_sent_at_once(served_net):
+    clock = _FakeClock()
+    core, transport = _core(served_net, clock, policy="fixed:1")
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    # the first batch (4 requests, 12 ms) must be answered by 14 ms; the second batch takes 12 ms more
+    requests = [_Request(f"tight{i}", x, {"slo_ms": 14}) for i in range(4)]
+    requests += [_Request(f"loose{i}", x, {"slo_ms": 100}) for i in range(4)]
+    responses = core.serve(requests)
+    assert [name for name, _ in transport.sent] == [f"tight{i}" for i in range(4)]
+    assert responses[:4] == [None] * 4  # answered through their senders
+    assert [r[1] for r in responses[4:]] == [f"loose{i}" for i in range(4)]  # held for the list
+    assert all(response[0] == "result" for _, response in transport.sent)
+
+
+def test_back_to_back_rounds_date_their_requests_no_later_than_the_previous_round(served_net):
+    clock = _FakeClock()
+    core, _ = _core(served_net, clock, policy="fixed:1")
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    core.serve([_Request("a", x, {"slo_ms": 100})])  # 3 ms
+    first_start = 1_000 * MS
+    assert clock.now == first_start + 3 * MS
+    # the next hand-over follows at once: its request may have waited since the first round started, so a
+    # 4 ms SLO (3 ms of compute) is already impossible
+    responses = core.serve([_Request("b", x, {"slo_ms": 4})])
+    assert responses == [("error", "unavailable", DEADLINE_MESSAGE)]
+    clock.now += 50 * MS  # idle: a new request arrived just now
+    assert core.serve([_Request("c", x, {"slo_ms": 4})])[0][0] == "result"
+
+
+def test_the_shipped_cancel_check_asks_only_requests_that_waited_for_it(served_net):
+    clock = _FakeClock()
+    core, transport = _core(served_net, clock, policy="fixed:1", cancel_check_ms=ServingConfig().cancel_check_ms)
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    core.serve([_Request(f"w{i}", x, {"slo_ms": 10_000}) for i in range(4 * 10)])  # ten batches of 12 ms
+    # only the last batch starts 100 ms or more after its requests arrived
+    assert transport.asked == ["w36", "w37", "w38", "w39"]
+
+
+def test_a_cancelled_request_is_answered_cancelled_and_never_computed(served_net):
+    clock = _FakeClock()
+    core, transport = _core(served_net, clock, policy="fixed:1", cancel_check_ms=100)
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    core.serve([_Request(f"long{i}", x, {"slo_ms": 10_000}) for i in range(4 * 10)])  # 120 ms
+    transport.asked.clear()
+    transport.cancelled = {"gone"}
+    computed = []
+    real = core.net.forward
+    core.net.forward = lambda images: computed.append(images.shape[0]) or real(images)
+    responses = core.serve([_Request("gone", x, {"slo_ms": 10_000}), _Request("kept", x, {"slo_ms": 10_000})])
+    # back to back: the older is placed where the long round started, 120 ms ago, and asked; the other halfway
+    # between then and now, 60 ms ago, and not asked
+    assert transport.asked == ["gone"]
+    assert responses[0] == ("error", "cancelled", CANCELLED_MESSAGE) and responses[1][:2] == ("result", "kept")
+    assert computed == [1]  # only "kept" ran
+
+
+def test_a_failing_round_still_answers_every_request(served_net, monkeypatch):
+    clock = _FakeClock()
+    core, transport = _core(served_net, clock)
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    monkeypatch.setattr(core.policy, "decide", lambda queue, now: 1 / 0)
+    responses = core.serve([_Request("a", x, {"slo_ms": 1000}), _Request("b", x, {"slo_ms": 1000})])
+    assert [r[:2] for r in responses] == [("error", "internal")] * 2
+    assert len(core.queue) == 0
+
+
+def test_a_profile_without_subnet_norm_statistics_is_refused(served_net):
     net, profile, _ = served_net
     other = dict(profile, subnets=[dict(profile["subnets"][0], config=MNIST_RESNET.sample(
         __import__("random").Random(5)).to_dict())])
     with pytest.raises(ValueError, match="no SubnetNorm statistics"):
-        SuperServeCore(net, other, ServingConfig(), _FakeTransport())
+        SuperServeCore(net, other, ServingConfig(), _FakeTransport(_FakeClock()))
 
 
-def test_core_learns_the_per_sample_overhead_and_replans(served_net):
-    net, profile, _ = served_net
-    config = ServingConfig(overhead_per_sample_ms=0.1, overhead_adapt_rate=0.5)
-    core = SuperServeCore(net, profile, config, _FakeTransport())
-    try:
-        first_policy = core.dispatcher.policy
-        compute = core.compute_profile.latency_ns(1, 4)
-        for _ in range(200):  # batches of 4 that really take 1 ms per sample beyond compute
-            core._learn_overhead(1, 4, compute + 4_000_000)
-        assert core.overhead_ns == pytest.approx(1_000_000, rel=0.01)
-        assert core.dispatcher.policy is not first_policy
-        assert core.dispatcher.policy.profile.latency_ns(1, 4) == pytest.approx(compute + 4_000_000, rel=0.02)
-        fixed = SuperServeCore(net, profile, ServingConfig(overhead_adapt_rate=0.0), _FakeTransport())
-        fixed._learn_overhead(1, 4, compute + 40_000_000)
-        assert fixed.overhead_ns == 300_000
-        fixed.close()
-    finally:
-        core.close()
+def test_the_core_replans_when_the_learned_overhead_moves(served_net):
+    clock = _FakeClock()
+    core, _ = _core(served_net, clock, policy="fixed:1", overhead_per_sample_ms=0.1, overhead_adapt_rate=0.5)
+    first = core.policy
+    x = np.zeros((1, 1, 28, 28), np.float32)
+
+    real = core.net.forward
+
+    def slow(images):  # every sample costs 1 ms beyond its compute
+        out = real(images)
+        clock.now += images.shape[0] * MS
+        return out
+
+    core.net.forward = slow
+    for _ in range(30):
+        clock.now += 10 * MS
+        core.serve([_Request("r", x, {"slo_ms": 1000}) for _ in range(4)])
+    assert core.cost.overhead_ns == pytest.approx(MS, rel=0.05)
+    assert core.policy is not first and core.policy.profile is core.cost.profile
 
 
-def test_one_stall_moves_the_learned_overhead_little_and_a_full_batch_weighs_more(served_net):
-    net, profile, _ = served_net
-    core = SuperServeCore(net, profile, ServingConfig(overhead_per_sample_ms=0.4, overhead_adapt_rate=0.05),
-                          _FakeTransport())
-    try:
-        full = core.profile.max_batch
-        core._learn_overhead(1, 1, core.compute_profile.latency_ns(1, 1) + 35_000_000)  # a 35 ms stall, batch 1
-        # clipped to 2 x 0.4 + 0.1 ms, weighted 1/full: 0.4 + 0.05 / full * 0.5 ms
-        assert core.overhead_ns == pytest.approx(400_000 + 0.05 / full * 500_000)
-        small, big = (SuperServeCore(net, profile, ServingConfig(overhead_per_sample_ms=0.4, overhead_adapt_rate=0.05),
-                                     _FakeTransport()) for _ in range(2))
-        small._learn_overhead(1, 1, small.compute_profile.latency_ns(1, 1) + 600_000)  # 0.6 ms per sample
-        big._learn_overhead(1, full, big.compute_profile.latency_ns(1, full) + full * 600_000)
-        assert big.overhead_ns - 400_000 == pytest.approx(full * (small.overhead_ns - 400_000))
-        assert big.overhead_ns == pytest.approx(410_000)
-        small.close()
-        big.close()
-    finally:
-        core.close()
+def test_an_accuracy_floor_keeps_every_subnet_of_the_range_above_it():
+    # ordered by validation accuracy; the reported (test) accuracy dips at SubNet 1
+    profile = Profile.from_dict({"max_batch_size": 1, "subnets": [
+        {"accuracy": 0.90, "validation_accuracy": 0.90, "latency_ms": {"1": 1.0}},
+        {"accuracy": 0.94, "validation_accuracy": 0.95, "latency_ms": {"1": 2.0}},
+        {"accuracy": 0.93, "validation_accuracy": 0.96, "latency_ms": {"1": 3.0}},
+        {"accuracy": 0.97, "validation_accuracy": 0.97, "latency_ms": {"1": 4.0}}]})
+    assert profile.lowest_index_with_accuracy(0.935) == 3  # SubNet 2 (0.93) would break the range
+    assert profile.lowest_index_with_accuracy(0.93) == 1
+    assert profile.lowest_index_with_accuracy(0.98) is None
+    with pytest.raises(RequestError, match="above every SubNet"):
+        parse_parameters('{"min_accuracy": 0.98}', profile, 50, 1000)
+
+
+def test_a_loose_slo_gets_the_accurate_subnet_and_a_tight_one_the_fast_one(served_net):
+    clock = _FakeClock()
+    core, _ = _core(served_net, clock)  # the shipped policy; SubNet 0 takes 1 ms at batch 1, SubNet 1 3 ms
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    assert core.serve([_Request("loose", x, {"slo_ms": 100})])[0][3] == 1
+    clock.now += 50 * MS  # idle: dated on arrival
+    # 2.5 ms: SubNet 1, planned at 1.2 x 3 ms, does not fit; SubNet 0 does
+    assert core.serve([_Request("tight", x, {"slo_ms": 2.5})])[0][3] == 0

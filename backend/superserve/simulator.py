@@ -1,6 +1,11 @@
-"""A discrete-event SIMULATOR of SuperServe: replays an arrival trace through the same policy and EDF
-queue code as the live server, with profiled latencies instead of forward passes, on any number of
+"""A discrete-event SIMULATOR of SuperServe: replays an arrival trace through the same policy, EDF queue and
+hand-over estimate as the live server, with profiled latencies instead of forward passes, on any number of
 workers. For exploring paper-scale rates; its results are simulated and labelled so.
+
+It follows the live server's rounds: a free worker takes every request that has arrived (up to the hand-over
+size), dates them as the live model does (``HandoverClock``: it cannot see when they arrived), and serves them
+in the batches the policy picks until the round is empty. An answer waits for the end of its round unless the
+next batch would make it late, as in the live server; its outcome is judged on its true arrival.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from dataclasses import dataclass
 
 from .scheduler.policies import Policy
 from .scheduler.queue import EDFQueue, QueuedRequest
+from .serving.handover import HandoverClock
 
 __all__ = ["SimulatedRecord", "simulate"]
 
@@ -25,61 +31,64 @@ class SimulatedRecord:
 
 
 def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhead_ms: float = 0.0,
-             max_queue: int = 512, params: dict | None = None, shed_ms: float = 0.0) -> list[SimulatedRecord]:
-    """Every arrival ends in one record. ``overhead_ms`` is added to each batch (dispatch + transport).
-
-    ``shed_ms`` is the worker time one refusal of a queued request costs: the live server answers it with a
-    response send, about its per-sample overhead. Under a burst beyond capacity those sends take time from
-    serving, which a free refusal would hide (on the Azure trace, most of a 3-5 point gap to the real server).
-    """
+             params: dict | None = None, shed_ms: float = 0.0, handover_samples: int = 256,
+             idle_gap_ms: float = 1.0, latency_safety: float = 0.0) -> list[SimulatedRecord]:
+    """Every arrival ends in one record. ``overhead_ms`` is added to each batch (gathering inputs, building
+    answers); ``shed_ms`` is the worker time one refusal costs. Batches are planned at ``1 + latency_safety``
+    times their latency when deciding whether the answers already computed can wait for the next one."""
     profile = policy.profile
     lo, hi = 0, profile.size - 1
     if params and "subnet" in params:
         lo = hi = int(params["subnet"])
     slo_ns = int(slo_ms * 1e6)
-    overhead_ns = int(overhead_ms * 1e6)
-    shed_ns = int(shed_ms * 1e6)
+    overhead_ns, shed_ns = int(overhead_ms * 1e6), int(shed_ms * 1e6)
+    margin_ns = policy.margin_ns
     arrivals = [int(t * 1e9) for t in arrivals_s]
     records: list[SimulatedRecord | None] = [None] * len(arrivals)
-    free = [0] * workers  # times at which each worker becomes free
-    heapq.heapify(free)
+    clocks = [HandoverClock(handover_samples, 1, int(idle_gap_ms * 1e6)) for _ in range(workers)]
+    free = [(0, w) for w in range(workers)]  # (time the worker is free, worker)
     queue = EDFQueue()
-    i = 0
-    n = len(arrivals)
+    feasible = policy.feasible(lo, hi, slo_ns)
+    i, n = 0, len(arrivals)
 
-    def admit(until_ns: int) -> None:
-        nonlocal i
-        while i < n and arrivals[i] <= until_ns:
-            t = arrivals[i]
-            if not policy.feasible(lo, hi, slo_ns) or len(queue) >= max_queue:
-                records[i] = SimulatedRecord(t / 1e9, 0.0, "shed")
-            else:
-                queue.push(QueuedRequest(t + slo_ns, t, lo, hi, payload=i))
+    def finish(request: QueuedRequest, done_ns: int, subnet: int) -> None:
+        true_arrival = arrivals[request.payload]
+        records[request.payload] = SimulatedRecord(true_arrival / 1e9, (done_ns - true_arrival) / 1e6,
+                                                   "on_time" if done_ns <= true_arrival + slo_ns else "late", subnet,
+                                                   profile.subnets[subnet].accuracy)
+
+    while i < n:
+        free_ns, worker = heapq.heappop(free)
+        now = max(free_ns, arrivals[i])
+        taken = []
+        while i < n and arrivals[i] <= now and len(taken) < handover_samples:
+            taken.append(i)
             i += 1
-
-    while i < n or len(queue):
-        now = heapq.heappop(free)
-        admit(now)
-        if not len(queue):
-            if i >= n:
-                break
-            now = max(now, arrivals[i])
-            admit(now)
-            if not len(queue):  # everything that arrived was refused at once
-                heapq.heappush(free, now)
+        head = clocks[worker].start(now, len(taken))
+        for position, k in enumerate(taken):
+            if not feasible:
+                records[k] = SimulatedRecord(arrivals[k] / 1e9, 0.0, "shed")
                 continue
-        decision = policy.decide(queue, now)
-        if decision is None:
-            head = queue.pop_head()
-            records[head.payload] = SimulatedRecord(head.arrival_ns / 1e9, (now - head.arrival_ns) / 1e6, "shed")
-            heapq.heappush(free, now + shed_ns)
-            continue
-        batch = queue.pop_batch(decision.subnet, decision.batch_size)
-        done = now + profile.latency_ns(decision.subnet, sum(r.size for r in batch)) + overhead_ns
-        accuracy = profile.subnets[decision.subnet].accuracy
-        for r in batch:
-            records[r.payload] = SimulatedRecord(r.arrival_ns / 1e9, (done - r.arrival_ns) / 1e6,
-                                                 "on_time" if done <= r.deadline_ns else "late",
-                                                 decision.subnet, accuracy)
-        heapq.heappush(free, done)
+            arrival = HandoverClock.arrival(head, now, position, len(taken))
+            queue.push(QueuedRequest(arrival + slo_ns, arrival, lo, hi, payload=k))
+        held: list[tuple[QueuedRequest, int]] = []  # computed, waiting for the end of the round
+        while len(queue):
+            decision = policy.decide(queue, now)
+            if decision is None:
+                k = queue.pop_head().payload
+                records[k] = SimulatedRecord(arrivals[k] / 1e9, (now - arrivals[k]) / 1e6, "shed")
+                now += shed_ns
+                continue
+            batch = queue.pop_batch(decision.subnet, decision.batch_size)
+            latency = profile.latency_ns(decision.subnet, len(batch)) + overhead_ns
+            if held and now + (1.0 + latency_safety) * latency > min(r.deadline_ns for r, _ in held) - margin_ns:
+                for request, subnet in held:  # they cannot wait for this batch: sent now
+                    finish(request, now, subnet)
+                held.clear()
+            now += latency
+            held.extend((request, decision.subnet) for request in batch)
+        for request, subnet in held:
+            finish(request, now, subnet)
+        clocks[worker].end(now)
+        heapq.heappush(free, (now, worker))
     return records  # type: ignore[return-value]

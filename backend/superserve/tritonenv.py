@@ -1,14 +1,13 @@
 """Run the real Triton 2.51 server that the nvidia-pytriton wheel bundles, without Docker or a GPU.
 
-``python -m superserve.tritonenv serve`` assembles a Triton home from the wheel (once), then runs
-``tritonserver --model-repository model_repository`` bound to 127.0.0.1 under a supervisor that restarts it
-if a Python stub dies. The same functions start the servers of the integration tests and benchmarks, and
-give perf_analyzer its two libraries.
+Assembles a Triton home from the wheel (once) and starts ``tritonserver`` on it, for ``make serve``
+(``superserve.serve``), the integration tests and the benchmarks, and gives perf_analyzer its two libraries.
+A server started here dies with the process that started it, even if that process is killed outright.
 """
 
 from __future__ import annotations
 
-import argparse
+import ctypes
 import glob
 import importlib.util
 import os
@@ -173,6 +172,20 @@ class ServerProcess:
         return self.process.returncode
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int):
+    """For the child between fork and exec: SIGKILL when the parent dies (the server then cannot outlive a
+    supervisor killed outright; its Python stubs exit once they see it gone)."""
+    def set_signal() -> None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+    return set_signal
+
+
 def start_server(model_repository: Path, log: Path | None, timeout_s: float = 180,
                  extra: list[str] | None = None, ports: tuple[int, int, int] | None = None,
                  address: str = "127.0.0.1") -> ServerProcess:
@@ -183,13 +196,14 @@ def start_server(model_repository: Path, log: Path | None, timeout_s: float = 18
     home = ensure_triton_home()
     http, grpc, metrics = ports or free_ports(3)
     cmd = server_command(home, Path(model_repository).resolve(), http, grpc, metrics, address, extra)
+    # its own session (ServerProcess.stop kills the whole group), tied to this process's life
+    options = dict(env=server_env(home), start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
     if log is None:
-        process = subprocess.Popen(cmd, env=server_env(home), start_new_session=True)
+        process = subprocess.Popen(cmd, **options)
     else:
         Path(log).parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as out:
-            process = subprocess.Popen(cmd, env=server_env(home), stdout=out, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+            process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, **options)
     host = "127.0.0.1" if address in ("0.0.0.0", "::") else address
     server = ServerProcess(process, http, grpc, metrics, Path(log or os.devnull), host=host)
     tail = lambda: Path(log).read_text()[-4000:] if log is not None else "(its output is above)"
@@ -222,42 +236,3 @@ def python_stub_states(server_pid: int) -> dict[int, str]:
         if name.startswith("triton_python_b") and int(rest[1]) == server_pid:  # comm is cut at 15 chars
             states[int(stat.split("/")[2])] = rest[0]
     return states
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("setup", help="assemble the Triton home from the wheel")
-    serve = sub.add_parser("serve", help="run tritonserver in the foreground, restarted if a Python stub dies")
-    serve.add_argument("--model-repository", type=Path, default=REPO_ROOT / "model_repository")
-    serve.add_argument("--http-port", type=int, default=int(os.environ.get("HTTP_PORT", 8000)))
-    serve.add_argument("--grpc-port", type=int, default=int(os.environ.get("GRPC_PORT", 8001)))
-    serve.add_argument("--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", 8002)))
-    serve.add_argument("--address", default=os.environ.get("BIND_ADDRESS", "127.0.0.1"),
-                       help="address to bind; anything but loopback exposes the server (see README, Security)")
-    serve.add_argument("--no-restart", action="store_true",
-                       help="exec tritonserver itself: a dead Python stub then stays dead (Triton's own behaviour)")
-    sub.add_parser("perf-env", help="print the LD_LIBRARY_PATH perf_analyzer needs")
-    args, extra = p.parse_known_args(argv)
-    home = ensure_triton_home()
-    if args.cmd == "setup":
-        print(f"Triton home ready at {home.root}")
-    elif args.cmd == "perf-env":
-        print(perf_analyzer_env(home)["LD_LIBRARY_PATH"])
-    elif args.no_restart:
-        cmd = server_command(home, args.model_repository.resolve(), args.http_port, args.grpc_port,
-                             args.metrics_port, args.address, extra)
-        os.execve(cmd[0], cmd, server_env(home))
-    else:
-        from .supervisor import Supervisor
-
-        ports = (args.http_port, args.grpc_port, args.metrics_port)
-        supervisor = Supervisor(lambda: start_server(args.model_repository, None, extra=extra, ports=ports,
-                                                     address=args.address))
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: supervisor.stop())
-        sys.exit(supervisor.run())
-
-
-if __name__ == "__main__":
-    main()

@@ -28,11 +28,10 @@ from typing import Protocol
 
 from .profile import Profile
 
-__all__ = ["Decision", "QueueView", "Policy", "SlackFit", "SlackFitLookahead", "MaxAcc", "MaxBatch", "Fixed", "Cheapest", "make_policy",
-           "POLICY_NAMES", "DEFAULT_BUCKETS"]
+__all__ = ["Decision", "QueueView", "Policy", "SlackFit", "SlackFitLookahead", "MaxAcc", "MaxBatch", "Fixed", "Cheapest",
+           "POLICIES", "POLICY_NAMES", "DEFAULT_POLICY", "DEFAULT_BUCKETS", "check_policy_name", "make_policy"]
 
 DEFAULT_BUCKETS = 32
-POLICY_NAMES = ("slackfit", "slackfit-la", "maxacc", "maxbatch", "fixed:<index>", "cheapest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,24 +262,42 @@ class Cheapest(Policy):
         return Decision(lo, b) if b else None
 
 
-def make_policy(spec: str, profile: Profile, margin_ns: int = 0, num_buckets: int = DEFAULT_BUCKETS,
-                latency_safety: float = 0.0, max_utilization: float = 1.0) -> Policy:
-    """Create a policy by name: slackfit, slackfit-la, maxacc, maxbatch, fixed:<index>, cheapest."""
+# The registry: every policy name the server, the benchmarks and the README know, in one place.
+# name -> (one-line summary, constructor from (profile, margin_ns, num_buckets, latency_safety, max_utilization))
+POLICIES = {
+    "slackfit-la": ("SlackFit with a backlog lookahead, latency safety and a utilization cap (ours; the default)",
+                    lambda p, m, k, s, u: SlackFitLookahead(p, m, s, u)),
+    "slackfit": ("the paper's SlackFit: the head's slack picks a latency bucket", lambda p, m, k, s, u: SlackFit(p, m, k)),
+    "maxacc": ("the most accurate SubNet that fits at batch 1, then its largest batch",
+               lambda p, m, k, s, u: MaxAcc(p, m)),
+    "maxbatch": ("the largest batch some SubNet fits, then the most accurate SubNet at it",
+                 lambda p, m, k, s, u: MaxBatch(p, m)),
+    "cheapest": ("the least accurate SubNet each request allows (INFaaS)", lambda p, m, k, s, u: Cheapest(p, m)),
+    "fixed:<i>": ("always SubNet i (Clipper+, one fixed model)", None),
+}
+DEFAULT_POLICY = "slackfit-la"
+POLICY_NAMES = tuple(POLICIES)
+
+
+def check_policy_name(spec: str) -> str:
+    """The normalised policy name, or ValueError naming the choices (``fixed:<i>`` is checked for a number;
+    whether ``i`` exists is known only with a profile)."""
     name = spec.strip().lower()
-    if name == "slackfit":
-        return SlackFit(profile, margin_ns, num_buckets)
-    if name == "slackfit-la":
-        return SlackFitLookahead(profile, margin_ns, latency_safety, max_utilization)
-    if name == "maxacc":
-        return MaxAcc(profile, margin_ns)
-    if name == "maxbatch":
-        return MaxBatch(profile, margin_ns)
-    if name == "cheapest":
-        return Cheapest(profile, margin_ns)
+    if name in POLICIES and name != "fixed:<i>":
+        return name
     if name.startswith("fixed:"):
         try:
-            index = int(name.split(":", 1)[1])
+            int(name.split(":", 1)[1])
         except ValueError:
             raise ValueError(f"policy {spec!r}: fixed needs a SubNet index, e.g. fixed:3") from None
-        return Fixed(profile, index, margin_ns)
+        return name
     raise ValueError(f"unknown policy {spec!r}; choose one of {', '.join(POLICY_NAMES)}")
+
+
+def make_policy(spec: str, profile: Profile, margin_ns: int = 0, num_buckets: int = DEFAULT_BUCKETS,
+                latency_safety: float = 0.0, max_utilization: float = 1.0) -> Policy:
+    """Create a policy by its registry name (``POLICIES``)."""
+    name = check_policy_name(spec)
+    if name.startswith("fixed:"):
+        return Fixed(profile, int(name.split(":", 1)[1]), margin_ns)
+    return POLICIES[name][1](profile, margin_ns, num_buckets, latency_safety, max_utilization)

@@ -29,7 +29,8 @@ class SubnetProfile:
 
 @dataclass(frozen=True)
 class Profile:
-    """Served SubNets in ascending accuracy order; SubNet ``i`` is the index clients see in ``SUBNET``."""
+    """Served SubNets in ascending order of the accuracy they were chosen on; SubNet ``i`` is the index clients see
+    in ``SUBNET``, and ``accuracy`` is each one's reported (test-split) accuracy."""
 
     subnets: tuple[SubnetProfile, ...]
     max_batch: int
@@ -54,11 +55,15 @@ class Profile:
         return Profile(subnets, self.max_batch)
 
     def lowest_index_with_accuracy(self, min_accuracy: float) -> int | None:
-        """Index of the least accurate SubNet at or above ``min_accuracy`` (None if none is)."""
-        for s in self.subnets:
-            if s.accuracy >= min_accuracy:
-                return s.index
-        return None
+        """The lowest index from which every SubNet up is at or above ``min_accuracy`` (None if the most accurate
+        is not). SubNets are ordered by the accuracy they were chosen on; the accuracy reported is measured on
+        another split and may dip by noise, so a floor keeps the whole range above it."""
+        lowest = None
+        for s in reversed(self.subnets):
+            if s.accuracy < min_accuracy:
+                break
+            lowest = s.index
+        return lowest
 
     @staticmethod
     def from_dict(data: Mapping[str, Any]) -> "Profile":
@@ -84,6 +89,8 @@ class Profile:
                 raise ProfileError(f"{where} latencies must be positive")
             subnets.append(SubnetProfile(i, str(entry.get("id", i)), acc, latency, entry.get("config"),
                                          int(entry.get("params", 0))))
-        if any(a.accuracy > b.accuracy for a, b in zip(subnets, subnets[1:])):
-            raise ProfileError("profile subnets must be sorted by ascending accuracy")
+        # ordered by the accuracy they were chosen on (validation), if the profile has it
+        rank = [float(e.get("validation_accuracy", e["accuracy"])) for e in entries]
+        if any(a > b for a, b in zip(rank, rank[1:])):
+            raise ProfileError("profile subnets must be sorted by ascending (validation) accuracy")
         return Profile(tuple(subnets), max_batch)

@@ -1,61 +1,66 @@
-"""The Triton model config's ``parameters`` turned into one frozen, validated object at load time."""
+"""The model's serving settings: one typed object whose defaults are the shipped behaviour.
+
+``config.pbtxt`` sets only what a deployment changes, as Triton ``parameters``; a model config without any
+``parameters`` serves exactly like the shipped one. Unknown or malformed parameters fail the load with a
+message naming the model and the parameter. Tools read a ``config.pbtxt`` with Triton's own ``ModelConfig``
+message (``tritonclient``'s ``model_config_pb2``) and protobuf's text format.
+"""
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
-from ..scheduler.policies import DEFAULT_BUCKETS, POLICY_NAMES
+from ..scheduler.policies import DEFAULT_BUCKETS, DEFAULT_POLICY, check_policy_name
 
-__all__ = ["ServingConfig", "parse_config", "parameters_from_pbtxt", "config_from_pbtxt"]
+__all__ = ["ServingConfig", "PARAMETERS", "parse_config", "read_model_config", "config_from_pbtxt"]
 
 
 @dataclass(frozen=True)
 class ServingConfig:
-    policy: str = "slackfit"
+    policy: str = DEFAULT_POLICY
     num_buckets: int = DEFAULT_BUCKETS
-    latency_safety: float = 0.0  # slackfit-la: plan every batch, and the backlog behind it, at (1 + this) x its latency
-    max_utilization: float = 1.0  # slackfit-la: pass over SubNets that would keep the server busier than this
-    rate_window_ms: float = 500.0  # time constant of the queue's arrival-rate estimate (sustained load, not bursts)
+    latency_safety: float = 0.2
+    max_utilization: float = 0.85
+    rate_window_ms: float = 500.0
     default_slo_ms: float = 50.0
     max_slo_ms: float = 60_000.0
-    max_queue: int = 512  # waiting requests; beyond it new requests are refused with UNAVAILABLE
-    margin_ms: float = 1.0  # reserved from each request's slack: per-batch dispatch and hand-over cost
-    overhead_per_sample_ms: float = 0.3  # added per sample to profiled latency: response sending, IPC
-    overhead_adapt_rate: float = 0.05  # EWMA weight learning the per-sample overhead from real batches (0: fixed)
-    num_threads: int = 1  # torch intra-op threads of the model instance
-    drain_timeout_s: float = 5.0  # on unload/shutdown, serve what is queued for at most this long
-    # Requests queued at least this long are asked whether their client gave up. Each question is an IPC round
-    # trip; at 5 ms a loaded server asked about every request and lost 13% of its saturation throughput. A
-    # request with an SLO under this is shed at its deadline anyway, so only long-SLO requests are asked.
+    margin_ms: float = 3.0
+    overhead_per_sample_ms: float = 0.3
+    overhead_adapt_rate: float = 0.05
+    num_threads: int = 1
+    idle_gap_ms: float = 1.0
     cancel_check_ms: float = 100.0
 
 
-_BOUNDS = {
-    "num_buckets": (2, 10_000),
-    "latency_safety": (0.0, 100.0),
-    "max_utilization": (0.01, 1.0),
-    "rate_window_ms": (1.0, 600_000.0),
-    "default_slo_ms": (0.001, None),
-    "max_slo_ms": (0.001, None),
-    "max_queue": (1, 1_000_000),
-    "margin_ms": (0.0, 10_000.0),
-    "overhead_per_sample_ms": (0.0, 10_000.0),
-    "overhead_adapt_rate": (0.0, 1.0),
-    "num_threads": (1, 1024),
-    "drain_timeout_s": (0.0, 3600.0),
-    "cancel_check_ms": (0.0, 3_600_000.0),
+# parameter -> (lower bound, upper bound or None, what it does): the configuration reference (docs/configuration.md)
+PARAMETERS = {
+    "policy": (None, None, "the scheduling policy (see POLICIES in scheduler/policies.py)"),
+    "num_buckets": (2, 10_000, "slackfit: latency buckets between the fastest and the slowest (SubNet, batch)"),
+    "latency_safety": (0.0, 100.0, "slackfit-la: plan every batch, and the backlog behind it, at (1 + this) x its "
+                                   "cost-model latency; also when an answer may wait for the rest of its round"),
+    "max_utilization": (0.01, 1.0, "slackfit-la: pass over SubNets that would keep the server busier than this at "
+                                   "the recent arrival rate (1 turns the cap off)"),
+    "rate_window_ms": (1.0, 600_000.0, "time constant of the arrival-rate estimate the utilization cap reads"),
+    "default_slo_ms": (0.001, None, "latency target of a request that sends no slo_ms"),
+    "max_slo_ms": (0.001, None, "the largest slo_ms a request may ask for"),
+    "margin_ms": (0.0, 10_000.0, "reserved from every slack for what the model cannot see: Triton's hand-over "
+                                 "and sending the answer"),
+    "overhead_per_sample_ms": (0.0, 10_000.0, "starting per-sample serving cost added to the profiled latency"),
+    "overhead_adapt_rate": (0.0, 1.0, "how fast the per-sample cost is learned from real batches (0: fixed)"),
+    "num_threads": (1, 1024, "torch intra-op threads of the model instance (profile.json says what it was "
+                             "measured with)"),
+    "idle_gap_ms": (0.0, 1_000.0, "a round starting this long after the previous one ended found the model idle: "
+                                  "its requests arrived just now (else: while the previous round ran)"),
+    "cancel_check_ms": (0.0, 3_600_000.0, "only requests waiting at least this long are asked whether their "
+                                          "client gave up (each question is an IPC round trip)"),
 }
 
 
 def parse_config(parameters: Mapping[str, object], model_name: str = "superserve") -> ServingConfig:
-    """Parse Triton ``parameters`` (``{"key": {"string_value": "..."}}`` or plain ``{"key": "..."}``).
-
-    Unknown keys are an error: a typo in config.pbtxt should fail the load, not be silently ignored.
-    """
+    """Parse Triton ``parameters`` (``{"key": {"string_value": "..."}}`` or plain ``{"key": "..."}``)."""
     known = {f.name: f for f in fields(ServingConfig)}
     values = {}
     for key, raw in parameters.items():
@@ -69,27 +74,56 @@ def parse_config(parameters: Mapping[str, object], model_name: str = "superserve
             raise ValueError(f"model {model_name!r}: parameter {key!r} must be {kind.__name__}, got {value!r}") from None
         if kind is float and not math.isfinite(parsed):
             raise ValueError(f"model {model_name!r}: parameter {key!r} must be finite, got {value!r}")
-        if key in _BOUNDS:
-            lo, hi = _BOUNDS[key]
-            if parsed < lo or (hi is not None and parsed > hi):
-                raise ValueError(f"model {model_name!r}: parameter {key!r}={parsed} must be within [{lo}, {hi}]")
+        lo, hi, _ = PARAMETERS[key]
+        if lo is not None and (parsed < lo or (hi is not None and parsed > hi)):
+            raise ValueError(f"model {model_name!r}: parameter {key!r}={parsed} must be within [{lo}, {hi}]")
         values[key] = parsed
+    try:
+        values["policy"] = check_policy_name(values.get("policy", DEFAULT_POLICY))
+    except ValueError as exc:
+        raise ValueError(f"model {model_name!r}: {exc}") from None
     config = ServingConfig(**values)
-    name = config.policy.strip().lower()
-    if not (name in ("slackfit", "slackfit-la", "maxacc", "maxbatch", "cheapest") or name.startswith("fixed:")):
-        raise ValueError(f"model {model_name!r}: unknown policy {config.policy!r}; choose one of "
-                         f"{', '.join(POLICY_NAMES)}")
     if config.default_slo_ms > config.max_slo_ms:
         raise ValueError(f"model {model_name!r}: default_slo_ms {config.default_slo_ms} exceeds max_slo_ms "
                          f"{config.max_slo_ms}")
     return config
 
 
-def parameters_from_pbtxt(text: str) -> dict[str, str]:
-    """The ``parameters`` of a config.pbtxt written in our one-line form (for tools and tests)."""
-    return dict(re.findall(r'parameters:\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', text))
+def read_model_config(path: Path):
+    """A ``config.pbtxt`` as Triton's ``ModelConfig`` protobuf message."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
 
 
 def config_from_pbtxt(path: Path) -> ServingConfig:
-    """The serving config a config.pbtxt file gives the model (for tools that plan like the server does)."""
-    return parse_config(parameters_from_pbtxt(Path(path).read_text()))
+    """The serving config a ``config.pbtxt`` gives the model (for tools that plan like the server does)."""
+    message = read_model_config(path)
+    return parse_config({key: value.string_value for key, value in message.parameters.items()}, message.name)
+
+
+def reference_markdown() -> str:
+    """The configuration reference (``docs/configuration.md``), made from the config and the policy registry."""
+    from ..scheduler.policies import POLICIES
+
+    defaults = ServingConfig()
+    lines = ["# Configuration reference", "",
+             "Generated by `python -m superserve.serving.config` from `ServingConfig` and the policy registry; a "
+             "test keeps this file in step with them.", "",
+             "Set a parameter in `config.pbtxt` only to change it; without any, the model serves with these "
+             "defaults:", "", "```", 'parameters: { key: "policy" value: { string_value: "slackfit" } }', "```", "",
+             "| parameter | default | allowed | what it does |", "|---|---|---|---|"]
+    for name, (lo, hi, text) in PARAMETERS.items():
+        allowed = "a policy below" if lo is None else f"{lo:g} .. {hi:g}" if hi is not None else f">= {lo:g}"
+        lines.append(f"| `{name}` | `{getattr(defaults, name)}` | {allowed} | {text} |")
+    lines += ["", "## Policies", "", "| `policy` | what it serves |", "|---|---|"]
+    lines += [f"| `{name}` | {summary} |" for name, (summary, _) in POLICIES.items()]
+    lines += ["", "Triton's own settings that matter: `max_batch_size` is the hand-over of one `execute()` call in "
+              "samples (one request may carry at most the SuperNet's largest batch, 16), and `dynamic_batching` "
+              "must have no queue delay.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

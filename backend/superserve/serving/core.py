@@ -1,44 +1,60 @@
-"""The serving core behind the Triton model: validate, queue, dispatch, actuate, run, answer.
+"""The serving core behind the Triton model: one ``execute()`` hand-over is served as one round.
 
-Triton-agnostic: a ``Transport`` sends results and errors for an opaque request handle, so the
-integration with Triton stays a thin adapter and this core is tested with a fake transport.
+A round takes every request Triton handed over, validates it, estimates when it arrived (``handover``),
+queues it earliest-deadline-first, and lets the policy pick (SubNet, batch) again and again until every request
+of the round is answered: computed, refused (UNAVAILABLE) or rejected (INVALID_ARGUMENT). Answers come back as
+the list ``execute()`` returns, which Triton sends in one message per round; only an answer that could not wait
+for the rest of the round goes out at once through its request's own sender. Requests that arrive meanwhile
+wait in Triton's queue and make up the next round.
+
+Triton-agnostic: a ``Transport`` reads requests and makes and sends responses, so ``model.py`` stays a thin
+adapter and this core is tested with a fake transport and a fake clock.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from ..scheduler.policies import Decision, make_policy
+from ..scheduler.cost_model import CostModel
+from ..scheduler.policies import make_policy
 from ..scheduler.profile import Profile
-from ..scheduler.queue import QueuedRequest
+from ..scheduler.queue import EDFQueue, QueuedRequest
 from ..supernet import ElasticResNet
 from .config import ServingConfig
-from .dispatcher import Dispatcher
+from .handover import HandoverClock
 from .metrics import Metrics
 from .requests import RequestError, check_images, parse_parameters
 
-__all__ = ["Transport", "SuperServeCore"]
+__all__ = ["Transport", "SuperServeCore", "DEADLINE_MESSAGE", "CANCELLED_MESSAGE"]
 
 log = logging.getLogger(__name__)
 
+DEADLINE_MESSAGE = "deadline cannot be met: no SubNet allowed for this request finishes within its SLO; retry or relax slo_ms"
+CANCELLED_MESSAGE = "request cancelled by the client before it was computed"
 _SPEC_CACHE_SIZE = 1024
-_OVERHEAD_FLOOR_NS = 100_000  # lets a learned overhead of ~0 still grow
+_SENT = object()  # a response slot whose answer went out through the request's sender
 
 
 class Transport(Protocol):
-    def send_result(self, handle: Any, logits: np.ndarray, subnet: int, accuracy: float) -> None: ...
-    def send_error(self, handle: Any, code: str, message: str) -> None: ...  # invalid/unavailable/cancelled/internal
+    """What the core needs of a request handle (a Triton request in ``model.py``, anything in tests)."""
+
+    def images(self, handle: Any) -> np.ndarray | None: ...  # the INPUT tensor, valid until the round returns
+    def parameters(self, handle: Any) -> str: ...  # request parameters as JSON
+    def result(self, handle: Any, logits: np.ndarray, subnet: int, accuracy: float) -> Any: ...  # a response
+    def error(self, code: str, message: str) -> Any: ...  # code: invalid, unavailable, cancelled, internal
+    def send(self, handle: Any, response: Any) -> None: ...  # now, before the round returns
     def is_cancelled(self, handle: Any) -> bool: ...
 
 
 class SuperServeCore:
     def __init__(self, net: ElasticResNet, profile: Mapping[str, Any], config: ServingConfig, transport: Transport,
-                 metrics: Metrics | None = None, clock: Callable[[], int] = time.monotonic_ns) -> None:
+                 metrics: Metrics | None = None, clock: Callable[[], int] = time.monotonic_ns,
+                 handover_samples: int | None = None) -> None:
         torch.set_num_threads(config.num_threads)
         if profile.get("threads") not in (None, config.num_threads):
             log.warning("profile.json was measured with %s torch threads but the model runs %d: latencies differ",
@@ -46,13 +62,9 @@ class SuperServeCore:
         if profile.get("space") not in (None, net.space.name):
             raise ValueError(f"profile.json is for SuperNet {profile.get('space')!r}, weights are {net.space.name!r}")
         self.net = net.eval()
-        # Policies decide on the serving cost model: profiled compute plus a per-sample serving overhead,
-        # learned from the batches this server really runs (the profile knows only bare compute).
-        self.compute_profile = Profile.from_dict(profile)
-        self.overhead_ns = float(config.overhead_per_sample_ms * 1e6)
-        self._policy_overhead_ns = self.overhead_ns
-        self.profile = self.compute_profile.with_overhead(0, int(self.overhead_ns))
         self.config = config
+        self.cost = CostModel(Profile.from_dict(profile), config.overhead_per_sample_ms, config.overhead_adapt_rate)
+        self.max_batch = self.cost.compute.max_batch
         self.input_shape = tuple(int(d) for d in profile["input_shape"])
         self.plans = []
         for i, entry in enumerate(profile["subnets"]):
@@ -61,89 +73,110 @@ class SuperServeCore:
                 raise ValueError(f"profile SubNet {i} ({entry.get('id')}) has no SubnetNorm statistics in "
                                  "subnet_norm.pt: rebuild the model (`make model`)")
             self.plans.append(plan)
-        self.accuracy = [s.accuracy for s in self.profile.subnets]
+        self.accuracy = [s.accuracy for s in self.cost.compute.subnets]
         self.transport = transport
         self.metrics = metrics or Metrics()
         self.clock = clock
-        self.metrics.cost_model(self.overhead_ns)
-        self._warm_up()
-        self.dispatcher = Dispatcher(self._make_policy(), self._run, self._reject, self._is_cancelled, config.max_queue,
-                                     self.metrics, clock, config.drain_timeout_s, config.cancel_check_ms,
-                                     config.rate_window_ms)
+        self._margin_ns = int(config.margin_ms * 1e6)
+        self._cancel_check_ns = int(config.cancel_check_ms * 1e6)
+        self.policy = self._make_policy()
+        self.metrics.cost_model(self.cost.overhead_ns)
+        self.handover = HandoverClock(handover_samples or self.max_batch, self.max_batch,
+                                      int(config.idle_gap_ms * 1e6))
+        self.queue = EDFQueue(int(config.rate_window_ms * 1e6))  # empty between rounds; keeps the arrival rate
         self._specs: dict[str, object] = {}  # parameters JSON -> RequestSpec or error text: clients repeat them
+        self._feasibility: dict[object, bool] = {}  # RequestSpec -> meetable on an idle server, under this policy
+        self._warm_up()
 
     def _make_policy(self):
-        """The configured policy over the current cost model (``self.profile``)."""
-        return make_policy(self.config.policy, self.profile, int(self.config.margin_ms * 1e6),
-                           self.config.num_buckets, self.config.latency_safety, self.config.max_utilization)
+        """The configured policy over the current cost model."""
+        return make_policy(self.config.policy, self.cost.profile, self._margin_ns, self.config.num_buckets,
+                           self.config.latency_safety, self.config.max_utilization)
 
     @torch.inference_mode()
     def _warm_up(self) -> None:
         """One pass per SubNet at batch 1 and the largest batch, so the first requests are not slow."""
         for plan in self.plans:
             self.net.actuate(plan)
-            for batch in (1, self.profile.max_batch):
+            for batch in (1, self.max_batch):
                 self.net(torch.zeros((batch, *self.input_shape)))
 
-    def submit(self, images: np.ndarray, parameters_json: str, handle: Any, arrival_ns: int) -> None:
-        """Validate one request and queue it; a bad request is answered at once and alone."""
+    # One round -------------------------------------------------------------------------------------
+    def serve(self, handles: Sequence[Any]) -> list[Any]:
+        """Answer every request of one hand-over exactly once. Returns one entry per handle: its response, or
+        None where the answer already went out through the request's sender."""
+        now = self.clock()
+        transport = self.transport
+        self.metrics.round(len(handles))
+        responses: list[Any] = [None] * len(handles)
+        valid = []
+        samples = 0
+        for slot, handle in enumerate(handles):
+            images = transport.images(handle)
+            try:
+                spec = self._spec(transport.parameters(handle))
+                check_images(images, self.input_shape, self.max_batch)
+            except RequestError as exc:
+                self.metrics.outcome("error")
+                responses[slot] = transport.error("invalid", str(exc))
+                continue
+            valid.append((slot, handle, images, spec))
+            samples += images.shape[0]
+        head = self.handover.start(now, samples)
+        queue = self.queue
+        for position, (slot, handle, images, spec) in enumerate(valid):
+            if not self._feasible(spec):
+                self.metrics.outcome("shed")
+                responses[slot] = transport.error("unavailable", DEADLINE_MESSAGE)
+                continue
+            arrival = HandoverClock.arrival(head, now, position, len(valid))
+            queue.push(QueuedRequest(arrival + spec.slo_ns, arrival, spec.lo, spec.hi, (slot, handle, images),
+                                     images.shape[0]))
+        held: list[QueuedRequest] = []  # computed, answered in the returned list
         try:
-            spec = self._specs.get(parameters_json)
-            if spec is None:
-                try:
-                    spec = parse_parameters(parameters_json, self.profile, self.config.default_slo_ms,
-                                            self.config.max_slo_ms)
-                except RequestError as exc:
-                    spec = str(exc)
-                if len(self._specs) >= _SPEC_CACHE_SIZE:
-                    self._specs.clear()
-                self._specs[parameters_json] = spec
-            if isinstance(spec, str):
-                raise RequestError(spec)
-            check_images(images, self.input_shape, self.profile.max_batch)
-        except RequestError as exc:
-            self.metrics.outcome("error")
-            self.transport.send_error(handle, "invalid", str(exc))
+            while queue:
+                self._serve_next(responses, held)
+        except Exception:  # a bug, not a bad request: still one answer for every request
+            log.exception("a round failed; answering its unanswered requests with an internal error")
+            queue.remove_if(lambda r: True)
+        end = self.clock()
+        for request in held:
+            self.metrics.outcome("on_time" if end <= request.deadline_ns else "late")
+        for slot, response in enumerate(responses):
+            if response is None:
+                self.metrics.outcome("error")
+                responses[slot] = transport.error("internal", "the server failed to serve this request")
+            elif response is _SENT:
+                responses[slot] = None
+        self.metrics.queue_length(0)
+        self.handover.end(end)
+        return responses
+
+    def _serve_next(self, responses: list[Any], held: list[QueuedRequest]) -> None:
+        """Ask the policy for the next batch of the round's queue, run it, and place its answers."""
+        queue, transport = self.queue, self.transport
+        now = self.clock()
+        started = time.perf_counter_ns()
+        decision = self.policy.decide(queue, now)
+        decided_ns = time.perf_counter_ns() - started
+        if decision is None:
+            request = queue.pop_head()
+            self.metrics.outcome("shed")
+            responses[request.payload[0]] = transport.error("unavailable", DEADLINE_MESSAGE)
             return
-        request = QueuedRequest(arrival_ns + spec.slo_ns, arrival_ns, spec.lo, spec.hi, (images, handle),
-                                images.shape[0])
-        self.dispatcher.submit(request)
-
-    def close(self) -> None:
-        self.dispatcher.close()
-
-    def _reject(self, request: QueuedRequest, code: str, message: str) -> None:
-        self.transport.send_error(request.payload[1], code, message)
-
-    def _is_cancelled(self, request: QueuedRequest) -> bool:
-        return self.transport.is_cancelled(request.payload[1])
-
-    def _learn_overhead(self, subnet: int, samples: int, elapsed_ns: int) -> None:
-        """Fold one batch's observed per-sample overhead into the cost model; re-plan when it moved >15%.
-
-        Each batch weighs by its samples (a batch of 1 is 1/16 of the evidence of a full one), and one
-        observation may at most double the estimate: a single stall (the stub's garbage collector, a
-        preempted thread) is not a per-sample cost. Unweighted and unclipped, one 35 ms stall in a batch of
-        2 moved the estimate from 0.4 to 1.0 ms, and the policy then served cheaper SubNets for a while
-        at 0.7x load (measured: 98.59% vs 98.70%).
-        """
-        rate = self.config.overhead_adapt_rate
-        if not rate:
-            return
-        observed = max(0.0, (elapsed_ns - self.compute_profile.latency_ns(subnet, samples)) / samples)
-        observed = min(observed, 2.0 * self.overhead_ns + _OVERHEAD_FLOOR_NS)
-        self.overhead_ns += rate * samples / self.profile.max_batch * (observed - self.overhead_ns)
-        if abs(self.overhead_ns - self._policy_overhead_ns) > 0.15 * max(self._policy_overhead_ns, 50_000):
-            self._policy_overhead_ns = self.overhead_ns
-            self.profile = self.compute_profile.with_overhead(0, int(self.overhead_ns))
-            self.dispatcher.policy = self._make_policy()
-            self.metrics.cost_model(self.overhead_ns)
-
-    def _run(self, decision: Decision, batch: list[QueuedRequest]) -> None:
+        batch = queue.pop_batch(decision.subnet, decision.batch_size)
+        self.metrics.queue_length(len(queue))
+        if self._cancel_check_ns:
+            batch = self._drop_cancelled(batch, now, responses)
+            if not batch:
+                return
+        self.metrics.decision(batch[0].deadline_ns - now, decided_ns)
+        size = sum(r.size for r in batch)
+        if held and now + self._planned_ns(decision.subnet, size) > min(r.deadline_ns for r in held) - self._margin_ns:
+            self._send_held(held, responses)  # they cannot wait for this batch and the rest of the round
         subnet = decision.subnet
-        started = self.clock()
         try:
-            images = batch[0].payload[0] if len(batch) == 1 else np.concatenate([r.payload[0] for r in batch])
+            images = batch[0].payload[2] if len(batch) == 1 else np.concatenate([r.payload[2] for r in batch])
             with torch.inference_mode():
                 self.net.actuate(self.plans[subnet])
                 logits = self.net(torch.from_numpy(images)).numpy()
@@ -151,14 +184,64 @@ class SuperServeCore:
             log.exception("batch on SubNet %d failed", subnet)
             for request in batch:
                 self.metrics.outcome("error")
-                self.transport.send_error(request.payload[1], "internal", f"inference failed: {exc}")
+                responses[request.payload[0]] = transport.error("internal", f"inference failed: {exc}")
             return
         accuracy = self.accuracy[subnet]
-        self.metrics.batch(subnet, len(images), accuracy)
+        self.metrics.batch(subnet, size, accuracy)
         offset = 0
         for request in batch:
-            n = request.size
-            self.transport.send_result(request.payload[1], logits[offset:offset + n], subnet, accuracy)
+            slot, handle, _ = request.payload
+            responses[slot] = transport.result(handle, logits[offset:offset + request.size], subnet, accuracy)
+            offset += request.size
+        held.extend(batch)
+        if self.cost.observe(subnet, size, self.clock() - now):
+            self.policy = self._make_policy()
+            self._feasibility.clear()
+            self.metrics.cost_model(self.cost.overhead_ns)
+
+    def _planned_ns(self, subnet: int, samples: int) -> int:
+        return int((1.0 + self.config.latency_safety) * self.cost.profile.latency_ns(subnet, samples))
+
+    def _send_held(self, held: list[QueuedRequest], responses: list[Any]) -> None:
+        for request in held:
+            slot, handle, _ = request.payload
+            self.transport.send(handle, responses[slot])
+            responses[slot] = _SENT
             self.metrics.outcome("on_time" if self.clock() <= request.deadline_ns else "late")
-            offset += n
-        self._learn_overhead(subnet, len(images), self.clock() - started)
+        held.clear()
+
+    def _drop_cancelled(self, batch: list[QueuedRequest], now: int, responses: list[Any]) -> list[QueuedRequest]:
+        """Requests whose client gave up are answered CANCELLED before any compute. Asking is an IPC round trip
+        in Triton's Python backend, so only requests that waited ``cancel_check_ms`` are asked."""
+        asked_before = now - self._cancel_check_ns
+        live = []
+        for request in batch:
+            if request.arrival_ns <= asked_before and self.transport.is_cancelled(request.payload[1]):
+                self.metrics.outcome("cancelled")
+                responses[request.payload[0]] = self.transport.error("cancelled", CANCELLED_MESSAGE)
+            else:
+                live.append(request)
+        return live
+
+    def _feasible(self, spec) -> bool:
+        feasible = self._feasibility.get(spec)
+        if feasible is None:
+            if len(self._feasibility) >= _SPEC_CACHE_SIZE:
+                self._feasibility.clear()
+            feasible = self._feasibility[spec] = self.policy.feasible(spec.lo, spec.hi, spec.slo_ns)
+        return feasible
+
+    def _spec(self, parameters_json: str):
+        spec = self._specs.get(parameters_json)
+        if spec is None:
+            try:
+                spec = parse_parameters(parameters_json, self.cost.compute, self.config.default_slo_ms,
+                                        self.config.max_slo_ms)
+            except RequestError as exc:
+                spec = str(exc)
+            if len(self._specs) >= _SPEC_CACHE_SIZE:
+                self._specs.clear()
+            self._specs[parameters_json] = spec
+        if isinstance(spec, str):
+            raise RequestError(spec)
+        return spec

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 __all__ = ["Metrics", "MetricsBuffer", "MetricsSnapshot", "OUTCOMES", "HISTOGRAMS"]
 
 OUTCOMES = ("on_time", "late", "shed", "error", "cancelled")
-HISTOGRAMS = ("batch_size", "served_accuracy", "slack_ms", "decision_us")
+HISTOGRAMS = ("batch_size", "served_accuracy", "slack_ms", "decision_us", "round_requests")
 
 
 class Metrics:
@@ -33,6 +33,9 @@ class Metrics:
 
     def cost_model(self, overhead_per_sample_ns: float) -> None:
         """The per-sample serving overhead the policy currently plans with."""
+
+    def round(self, requests: int) -> None:
+        """Triton handed over ``requests`` requests in one execute() call."""
 
 
 @dataclass
@@ -72,6 +75,9 @@ class MetricsBuffer(Metrics):
 
     def cost_model(self, overhead_per_sample_ns):
         self._overhead_ms = overhead_per_sample_ns / 1e6
+
+    def round(self, requests):
+        self._observations.append(("round_requests", requests))
 
     def drain(self) -> MetricsSnapshot:
         """Everything recorded since the last drain (counters as increments)."""

@@ -69,8 +69,11 @@ def parse_parameters(parameters_json: str, profile: Profile, default_slo_ms: flo
             raise RequestError(f"min_accuracy must be within [0, 1], got {floor:g}")
         first = profile.lowest_index_with_accuracy(floor)
         if first is None:
-            best = profile.subnets[-1].accuracy
-            raise RequestError(f"min_accuracy {floor:g} is above every SubNet (the most accurate has {best:.4f})")
+            best = max(s.accuracy for s in profile.subnets)
+            if floor > best:
+                raise RequestError(f"min_accuracy {floor:g} is above every SubNet (the most accurate has {best:.4f})")
+            raise RequestError(f"min_accuracy {floor:g} is above the top SubNet's accuracy "
+                               f"({profile.subnets[-1].accuracy:.4f}); ask for at most that")
         if first > hi:
             raise RequestError(f"subnet {hi} has accuracy {profile.subnets[hi].accuracy:.4f}, below min_accuracy "
                                f"{floor:g}")

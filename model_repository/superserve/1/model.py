@@ -1,29 +1,29 @@
-"""Triton adapter for SuperServe: unpack requests, hand them to the serving core, pack its answers.
+"""Triton adapter for SuperServe: hand each execute() to the serving core as one round, return its answers.
 
-execute() only validates, stamps the arrival time and queues; the core's dispatcher thread answers
-every request exactly once through its response sender (non-decoupled model, responses sent later).
+Non-decoupled: the core answers every request of the call before execute() returns, in the returned list
+(one message to Triton per round), except an answer that could not wait for the rest of the round, which it
+sends at once through that request's sender (its list entry is then None).
 """
 
 import json
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from superserve.build import load_supernet
 from superserve.serving.config import parse_config
 from superserve.serving.core import SuperServeCore
 from superserve.serving.metrics import HISTOGRAMS, OUTCOMES, MetricsBuffer
-
+from superserve.serving.stub_guard import exit_with_server
+from superserve.supernet.artefacts import load_served_supernet
 
 GIL_SWITCH_INTERVAL_S = 0.0002
 
 
 class _Transport:
-    """Sends the core's answers through Triton response senders (the request handles)."""
+    """Reads Triton requests and makes their responses for the core."""
 
     def __init__(self):
         self._labels = {}  # (subnet, n) -> (SUBNET, ACCURACY) arrays, reused across requests
@@ -33,23 +33,39 @@ class _Transport:
                        "unavailable": pb_utils.TritonError.UNAVAILABLE, "internal": pb_utils.TritonError.INTERNAL,
                        "cancelled": pb_utils.TritonError.CANCELLED}
 
-    def send_result(self, sender, logits, subnet, accuracy):
+    def images(self, request):
+        tensor = pb_utils.get_input_tensor_by_name(request, "INPUT")
+        return None if tensor is None else tensor.as_numpy()
+
+    def parameters(self, request):
+        return request.parameters()
+
+    def result(self, request, logits, subnet, accuracy):
         n = logits.shape[0]
         labels = self._labels.get((subnet, n))
         if labels is None:
             labels = self._labels[(subnet, n)] = (np.full((n, 1), subnet, np.int32),
                                                   np.full((n, 1), accuracy, np.float32))
-        response = pb_utils.InferenceResponse(output_tensors=[
-            pb_utils.Tensor("LOGITS", logits), pb_utils.Tensor("SUBNET", labels[0]),
-            pb_utils.Tensor("ACCURACY", labels[1])])
-        sender.send(response, flags=self._final)
+        # A Tensor keeps the shared memory it was written to: one per response, never reused.
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("LOGITS", logits),
+                                                          pb_utils.Tensor("SUBNET", labels[0]),
+                                                          pb_utils.Tensor("ACCURACY", labels[1])])
 
-    def send_error(self, sender, code, message):
-        error = pb_utils.TritonError(message, self._codes[code])
-        sender.send(pb_utils.InferenceResponse(output_tensors=[], error=error), flags=self._final)
+    def error(self, code, message):
+        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, self._codes[code]))
 
-    def is_cancelled(self, sender):
-        return sender.is_cancelled()
+    def send(self, request, response):
+        # The sender drops outputs the client did not ask for with the GIL released (python_backend r24.10),
+        # and freeing a Tensor's array without the GIL kills the stub: send only the requested outputs.
+        wanted = request.requested_output_names()
+        tensors = response.output_tensors()
+        if any(t.name() not in wanted for t in tensors):
+            response = pb_utils.InferenceResponse(output_tensors=[t for t in tensors if t.name() in wanted],
+                                                  error=response.error())
+        request.get_response_sender().send(response, flags=self._final)
+
+    def is_cancelled(self, request):
+        return request.is_cancelled()
 
 
 class _PrometheusExporter:
@@ -63,7 +79,7 @@ class _PrometheusExporter:
         self._families = {  # kept referenced for the model's lifetime
             "requests": family("superserve_requests_total", "Requests by outcome", family.COUNTER),
             "samples": family("superserve_subnet_samples_total", "Samples served per SubNet", family.COUNTER),
-            "queue": family("superserve_queue_length", "Waiting requests", family.GAUGE),
+            "queue": family("superserve_queue_length", "Requests of the current round still waiting", family.GAUGE),
             "overhead": family("superserve_overhead_per_sample_ms",
                                "Per-sample serving overhead the policy plans with (learned)", family.GAUGE),
             "batch_size": family("superserve_batch_size", "Samples per dispatched batch", family.HISTOGRAM),
@@ -71,9 +87,12 @@ class _PrometheusExporter:
                                       family.HISTOGRAM),
             "slack_ms": family("superserve_slack_ms", "Head request's remaining slack at dispatch", family.HISTOGRAM),
             "decision_us": family("superserve_decision_us", "Policy decision time", family.HISTOGRAM),
+            "round_requests": family("superserve_round_requests", "Requests per execute() hand-over (round)",
+                                     family.HISTOGRAM),
         }
         buckets = {"batch_size": [1, 2, 4, 8, 12, 16], "served_accuracy": [0.9, 0.95, 0.97, 0.98, 0.99, 1.0],
-                   "slack_ms": [1, 2, 5, 10, 20, 50, 100, 1000], "decision_us": [1, 5, 10, 25, 50, 100, 1000]}
+                   "slack_ms": [1, 2, 5, 10, 20, 50, 100, 1000], "decision_us": [1, 5, 10, 25, 50, 100, 1000],
+                   "round_requests": [1, 2, 4, 8, 16, 32, 64, 128, 256]}
         self._outcomes = {o: self._families["requests"].Metric(labels={**label, "outcome": o}) for o in OUTCOMES}
         self._samples = [self._families["samples"].Metric(labels={**label, "subnet": str(i)}) for i in range(subnets)]
         self._queue = self._families["queue"].Metric(labels=label)
@@ -108,33 +127,29 @@ class _PrometheusExporter:
 
 class TritonPythonModel:
     def initialize(self, args):
-        # execute() and the dispatcher thread hand requests over under the GIL; Python's default 5 ms
-        # switch interval adds up to that much to a hand-over (measured: p50 overhead 1.07 -> 0.92 ms).
+        # The metrics thread and the round share the GIL; Python's default 5 ms switch interval would let the
+        # metrics thread hold it that long in the middle of a round.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        self.guard = exit_with_server()  # no stub outlives its server
         model_config = json.loads(args["model_config"])
         name = args["model_name"]
         try:
             config = parse_config(model_config.get("parameters", {}), name)
             folder = Path(args["model_repository"]) / args["model_version"]
-            net, profile = load_supernet(folder)
+            net, profile = load_served_supernet(folder, model_config)
         except (ValueError, FileNotFoundError) as exc:
             raise pb_utils.TritonModelException(f"model {name!r} failed to load: {exc}") from exc
         buffer = MetricsBuffer()
-        self.core = SuperServeCore(net, profile, config, _Transport(), buffer)
+        self.core = SuperServeCore(net, profile, config, _Transport(), buffer,
+                                   handover_samples=int(model_config["max_batch_size"]))
         self.exporter = _PrometheusExporter(name, len(profile["subnets"]), buffer)
         pb_utils.Logger.log_info(f"{name}: {len(profile['subnets'])} SubNets served, policy {config.policy}, "
                                  f"{config.num_threads} torch thread(s)")
 
     def execute(self, requests):
-        now = time.monotonic_ns()
-        for request in requests:
-            sender = request.get_response_sender()
-            tensor = pb_utils.get_input_tensor_by_name(request, "INPUT")
-            # Triton frees request tensors when execute() returns, so the queued input must be a copy.
-            images = np.array(tensor.as_numpy()) if tensor is not None else np.empty((0,), np.float32)
-            self.core.submit(images, request.parameters(), sender, now)
-        return None
+        return self.core.serve(requests)
 
     def finalize(self):
-        self.core.close()  # answers every queued request before returning
         self.exporter.close()
+        self.guard.kill()
+        self.guard.wait()

@@ -1,7 +1,7 @@
 """Open-loop trace replay over gRPC (asyncio): each request leaves at its scheduled time, whatever the
 server does. Every request ends in exactly one record; none is ever dropped from the books.
 
-    .venv/bin/python -m superserve_client.replay --trace results/traces/x.json --slo-ms 30
+    .venv/bin/python -m superserve_bench.replay --trace results/traces/x.json --slo-ms 30
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Record:
     message: str = ""
 
 
-def _requests(images: np.ndarray, model: str, parameters: dict) -> list:
+def _requests(images: np.ndarray, model: str, parameters: dict, outputs=("SUBNET", "ACCURACY")) -> list:
     """Prebuilt ModelInferRequest protobufs (Triton's public gRPC protocol), reused for every send, so the
     client spends almost nothing per request and keeps to its schedule."""
     from tritonclient.grpc import service_pb2
@@ -44,7 +44,7 @@ def _requests(images: np.ndarray, model: str, parameters: dict) -> list:
         tensor = request.inputs.add(name="INPUT", datatype="FP32")
         tensor.shape.extend([1, *image.shape])
         request.raw_input_contents.append(np.ascontiguousarray(image, dtype=np.float32).tobytes())
-        for name in ("SUBNET", "ACCURACY"):
+        for name in outputs:
             request.outputs.add(name=name)
         for key, value in parameters.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -58,11 +58,17 @@ def _requests(images: np.ndarray, model: str, parameters: dict) -> list:
 
 
 async def replay(trace: Trace, url: str, slo_ms: float, images: np.ndarray, parameters: dict | None = None,
-                 model: str = "superserve", timeout_s: float = 30.0, progress: bool = False) -> list[Record]:
+                 model: str = "superserve", timeout_s: float = 30.0, progress: bool = False,
+                 fixed_accuracy: float | None = None) -> list[Record]:
+    """Replay ``trace`` against ``model``. A model that serves one fixed SubNet and answers only LOGITS (plain
+    Triton) is given its profiled ``fixed_accuracy``; SuperServe's answers say which SubNet served them."""
     import grpc
     from tritonclient.grpc import service_pb2_grpc
 
-    requests = _requests(images, model, {"slo_ms": float(slo_ms), **(parameters or {})})
+    if fixed_accuracy is None:
+        requests = _requests(images, model, {"slo_ms": float(slo_ms), **(parameters or {})})
+    else:
+        requests = _requests(images, model, parameters or {}, outputs=("LOGITS",))
     channel = grpc.aio.insecure_channel(url)
     stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
     records: list[Record | None] = [None] * len(trace.arrivals_s)
@@ -72,9 +78,12 @@ async def replay(trace: Trace, url: str, slo_ms: float, images: np.ndarray, para
         try:
             response = await stub.ModelInfer(requests[i % len(requests)], timeout=timeout_s)
             latency = (time.perf_counter() - start) * 1e3
+            outcome = "on_time" if latency <= slo_ms else "late"
+            if fixed_accuracy is not None:
+                records[i] = Record(scheduled, send_error_ms, latency, outcome, -1, fixed_accuracy)
+                return
             raw = dict(zip((o.name for o in response.outputs), response.raw_output_contents))
-            records[i] = Record(scheduled, send_error_ms, latency, "on_time" if latency <= slo_ms else "late",
-                                int(np.frombuffer(raw["SUBNET"], np.int32)[0]),
+            records[i] = Record(scheduled, send_error_ms, latency, outcome, int(np.frombuffer(raw["SUBNET"], np.int32)[0]),
                                 float(np.frombuffer(raw["ACCURACY"], np.float32)[0]))
         except grpc.aio.AioRpcError as exc:
             latency = (time.perf_counter() - start) * 1e3
@@ -133,13 +142,13 @@ def main(argv: list[str] | None = None) -> None:
     from superserve.data import load_digits
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trace", type=Path, required=True, help="a trace JSON file (superserve_client.traces)")
+    p.add_argument("--trace", type=Path, required=True, help="a trace JSON file (superserve_bench.traces)")
     p.add_argument("--url", default="127.0.0.1:8001")
     p.add_argument("--slo-ms", type=float, required=True)
     p.add_argument("--subnet", type=int, default=None, help="pin every request to one SubNet (Clipper+)")
     p.add_argument("--out", type=Path, default=None, help="write every record and the summary here (JSON)")
     args = p.parse_args(argv)
-    images = load_digits().held_out_x.numpy()
+    images = load_digits().test_x.numpy()
     params = {} if args.subnet is None else {"subnet": args.subnet}
     records = replay_sync(Trace.load(args.trace), args.url, args.slo_ms, images, params, progress=True)
     summary = summarise(records, args.slo_ms)

@@ -1,4 +1,5 @@
-"""SubNetAct micro-benchmark: actuation time, in-place vs extracted forward latency, memory.
+"""Micro-benchmarks: SubNetAct (actuation time, in-place vs extracted forward latency, memory) and the policies'
+decision time on the real profile.
 
 Reads the built model folder; writes a JSON file and prints a table. A benchmark, not a test: the
 numbers depend on the machine and its load.
@@ -16,9 +17,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..build import load_supernet
-from ..supernet.extract import extract_subnet
-from ..tritonenv import REPO_ROOT
+from superserve.scheduler import EDFQueue, Profile, QueuedRequest, make_policy
+from superserve.serving.config import ServingConfig
+from superserve.supernet.artefacts import load_supernet
+from superserve.supernet.extract import extract_subnet
+from superserve.tritonenv import REPO_ROOT
 
 __all__ = ["main"]
 
@@ -106,6 +109,29 @@ def memory(net, served, profile) -> dict:
     }
 
 
+def decision_times(profile: dict, queue_lengths=(1, 16, 256), decisions: int = 20_000) -> dict:
+    """Policy decision time on queues of random deadlines, with the shipped serving settings."""
+    config = ServingConfig()
+    p = Profile.from_dict(profile)
+    rng = random.Random(0)
+    out = {}
+    top = p.latency_ns(p.size - 1, p.max_batch)
+    for policy_name in ("slackfit", "slackfit-la", "maxacc", "maxbatch"):
+        policy = make_policy(policy_name, p, latency_safety=config.latency_safety,
+                             max_utilization=config.max_utilization)
+        for n in queue_lengths:
+            queue = EDFQueue()
+            for _ in range(n):
+                queue.push(QueuedRequest(rng.randrange(0, 2 * top), 0, 0, p.size - 1))
+            times = []
+            for i in range(decisions):
+                start = time.perf_counter_ns()
+                policy.decide(queue, -(i % 1000) * 10_000)
+                times.append(time.perf_counter_ns() - start)
+            out[f"{policy_name}@{n}"] = {"p50_us": _percentile(times, 0.5) / 1e3, "p99_us": _percentile(times, 0.99) / 1e3}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model-dir", type=Path, default=REPO_ROOT / "model_repository" / "superserve" / "1")
@@ -123,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         for batch in (1, profile["max_batch_size"]):
             report["forward"].append({"subnet": label, **forward_ratio(net, subnet, batch, args.rounds)})
     report["memory"] = memory(net, served, profile)
+    report["decision"] = decision_times(profile)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
 
@@ -140,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
           f"all {mem['served_subnets']} extracted {mem['all_served_extracted_bytes'] / 1e6:.2f} MB "
           f"({mem['ratio_all_extracted_over_supernet']:.2f}x); six extracted "
           f"{mem['six_extracted_bytes'] / 1e6:.2f} MB ({mem['ratio_six_extracted_over_supernet']:.2f}x)")
+    print("\n| policy @ queue length | decision p50 (us) | p99 (us) |\n|---|---|---|")
+    for key, v in report["decision"].items():
+        print(f"| {key} | {v['p50_us']:.2f} | {v['p99_us']:.2f} |")
     print(f"-> {args.out}")
 
 

@@ -1,8 +1,8 @@
 """Validate the SIMULATOR against the real server: replay each benchmark trace through the simulator
-(same policy code, profiled latency + the server's learned per-sample overhead + margin) and compare
-SLO attainment and accuracy with what the real server measured on the same trace.
+(same policy code and rounds, profiled latency + the server's learned per-sample overhead + margin) and compare
+SLO attainment and accuracy with what the real server measured on the same trace, for SuperServe's policies.
 
-    .venv/bin/python -m superserve_client.validate_sim --bench results/bench
+    .venv/bin/python -m superserve_bench.validate_sim --bench results/bench
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ from pathlib import Path
 from superserve.scheduler import Profile, make_policy
 from superserve.simulator import simulate
 
-from .bench import BENCH_POLICIES, load_setup, model_for
+from .bench import load_setup
 from .metrics import summarise
 from .traces import Trace
 
 __all__ = ["main"]
-
-POLICY_OF_MODEL = {model_for(policy): policy for policy in BENCH_POLICIES}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,18 +35,20 @@ def main(argv: list[str] | None = None) -> None:
     for trace_result in results["traces"]:
         trace = Trace.load(args.bench / "traces" / f"{trace_result['name']}.json")
         for real in trace_result["rows"]:
-            policy = make_policy(POLICY_OF_MODEL[real["model"]], profile, int(config.margin_ms * 1e6),
+            if "policy" not in real["parameters"]:
+                continue  # plain Triton: not what the simulator models
+            policy = make_policy(real["parameters"]["policy"], profile, int(config.margin_ms * 1e6),
                                  config.num_buckets, config.latency_safety, config.max_utilization)
-            sim = summarise(simulate(trace.arrivals_s, policy, results["slo_ms"], max_queue=config.max_queue,
-                                     params=real["parameters"], shed_ms=overhead_ms), results["slo_ms"])
+            sim = summarise(simulate(trace.arrivals_s, policy, results["slo_ms"], latency_safety=config.latency_safety,
+                                     idle_gap_ms=config.idle_gap_ms), results["slo_ms"])
             rows.append({"trace": trace.name, "system": real["system"], "real_attainment": real["slo_attainment"],
                          "simulated_attainment": sim["slo_attainment"],
                          "real_accuracy": real["mean_serving_accuracy"],
                          "simulated_accuracy": sim["mean_serving_accuracy"]})
     out = {"overhead_per_sample_ms": overhead_ms, "margin_ms": config.margin_ms, "rows": rows}
     (args.bench / "simulator_validation.json").write_text(json.dumps(out, indent=1))
-    lines = [f"Simulator (SIMULATED: profiled latency + {overhead_ms:.3f} ms/sample overhead, the same per refused "
-             f"request, margin {config.margin_ms} ms) vs the real server on the same traces:", "",
+    lines = [f"Simulator (SIMULATED: profiled latency + {overhead_ms:.3f} ms/sample overhead, margin "
+             f"{config.margin_ms} ms, the live server's rounds) vs the real server on the same traces:", "",
              "| trace | system | attainment real | simulated | diff (points) | accuracy real | simulated |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -7,9 +7,9 @@ be missing. (perf_analyzer stops a thread at its first error, and under overload
 right answer.) On 2 cores the senders compete with the server, so the rate they achieved is reported
 beside the rate asked. A light probe stream runs through the flood and after it to see how fast the
 server recovers. The books are also checked on the server: every request Triton accepted got exactly
-one answer from the model, and the model's queue stayed within its bound.
+one answer from the model, and Triton's queue in front of the model stayed bounded.
 
-    .venv/bin/python -m superserve_client.overload --times 3.1 --seconds 60
+    .venv/bin/python -m superserve_bench.overload --times 3.1 --seconds 60
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _total(metrics: dict[str, float], prefix: str) -> float:
 
 
 class _Sampler(threading.Thread):
-    """Every half second: the model's queue length, Triton's pending requests, resident memory."""
+    """Every half second: the model's round queue, Triton's pending requests, resident memory."""
 
     def __init__(self, server):
         super().__init__(daemon=True)
@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     from superserve.data import load_digits
-    from superserve.tools.bench_server import saturation
 
     from .bench import load_setup
+    from .bench_peer import pinned_capacity
     from .perf import write_input_data
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,15 +97,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--slo-ms", type=float, default=None, help="default: the benchmark's SLO (cost model)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "overload.json")
     args = p.parse_args(argv)
-    _, config, slo_ms = load_setup(args.slo_ms)
-    images = load_digits().held_out_x.numpy()
+    _, _, slo_ms = load_setup(args.slo_ms)
+    images = load_digits().test_x.numpy()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     data = write_input_data(args.out.parent / "overload_input.json")
     server = start_server(REPO_ROOT / "model_repository", args.out.with_suffix(".server.log"))
     sampler = _Sampler(server)
     try:
         # the better of two runs: on a shared machine one run can read low, which would soften the flood
-        fastest = max(saturation(server, data, 32, 4.0, subnet=0)["throughput_rps"] for _ in range(2))
+        fastest = max(pinned_capacity(server, data, args.out.parent, 0) for _ in range(2))
         rate = args.times * fastest
         time.sleep(2.0)  # the capacity run's last outcomes reach Prometheus first
         before = scrape(server.metrics_url)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         "flood_lost": sum(f["scheduled"] - f["records"] for f in flood),
         "flood_send_error_p99_ms": max(f["send_error_ms"]["p99"] for f in flood),
         "triton_requests": accepted, "model_answers": answers, "model_answers_total": sum(answers.values()),
-        "max_queue_length": max((s["queue_length"] for s in sampler.samples), default=0),
+        "max_round_queue": max((s["queue_length"] for s in sampler.samples), default=0),
         "max_triton_pending": max((s["triton_pending"] for s in sampler.samples), default=0),
         "rss_kb": [s["rss_kb"] for s in sampler.samples], "samples": sampler.samples,
         "probe": summarise(records, slo_ms),
@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{report['flood_send_error_p99_ms']:.1f} ms), outcomes "
           f"{report['flood_outcomes']}, lost {report['flood_lost']}")
     print(f"Triton took {accepted:.0f} requests; the model answered {report['model_answers_total']:.0f} "
-          f"({', '.join(f'{k} {v:.0f}' for k, v in answers.items())}); queue max {report['max_queue_length']:.0f} "
-          f"(bound {config.max_queue}), Triton pending max {report['max_triton_pending']:.0f}; RSS "
+          f"({', '.join(f'{k} {v:.0f}' for k, v in answers.items())}); Triton pending max "
+          f"{report['max_triton_pending']:.0f}; RSS "
           f"{rss[0] / 1024 if rss else 0:.0f} -> max {max(rss, default=0) / 1024:.0f} MB; probe: "
           f"{report['probe']['outcomes']}, lost {report['probe_lost']}; flood over at {flood_end_s:.1f} s; recovery "
           f"(probe requests 2-12 s after it, {len(recovery)}): "

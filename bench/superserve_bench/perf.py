@@ -3,8 +3,8 @@
 Over gRPC with ``--request-parameter slo_ms:...``; a Poisson rate, or a saved trace replayed through
 ``--request-intervals`` as a second, independent client.
 
-    .venv/bin/python -m superserve_client.perf --rate 200 --slo-ms 30
-    .venv/bin/python -m superserve_client.perf --trace results/bench/traces/<name>.json --slo-ms 30
+    .venv/bin/python -m superserve_bench.perf --rate 200 --slo-ms 30
+    .venv/bin/python -m superserve_bench.perf --trace results/bench/traces/<name>.json --slo-ms 30
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def write_input_data(path: Path, count: int = 32) -> Path:
     which the server rightly refuses)."""
     from superserve.data import load_digits
 
-    images = load_digits().held_out_x[:count].numpy()
+    images = load_digits().test_x[:count].numpy()
     data = [{"INPUT": {"content": [round(float(v), 4) for v in image.ravel()], "shape": list(image.shape)}}
             for image in images]
     Path(path).write_text(json.dumps({"data": data}))
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--slo-ms", type=float, default=50.0, help="integer milliseconds on the wire")
     load = p.add_mutually_exclusive_group()
     load.add_argument("--rate", type=float, default=100.0, help="Poisson request rate (req/s)")
-    load.add_argument("--trace", type=Path, help="replay a saved trace (superserve_client.traces JSON)")
+    load.add_argument("--trace", type=Path, help="replay a saved trace (superserve_bench.traces JSON)")
     p.add_argument("--measurement-ms", type=int, default=5000)
     p.add_argument("--export", type=Path, default=None, help="perf_analyzer per-request timestamps (JSON)")
     args = p.parse_args(argv)

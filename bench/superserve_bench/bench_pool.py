@@ -5,7 +5,7 @@ runs is as large as the gaps between the best systems. This pools every measured
 given (each run counts once), trace by trace, matched by kind and load relative to the capacity each benchmark
 measured, and applies the benchmark's own comparison to the pooled means.
 
-    .venv/bin/python -m superserve_client.bench_pool results/bench results/bench_run2 [--out pooled.md] [--plot p.png]
+    .venv/bin/python -m superserve_bench.bench_pool results/bench results/bench_run2 [--out pooled.md] [--plot p.png]
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .bench import ADAPTIVE, compare_to_fixed, plot_tradeoff, run_accuracies, spreads
+from .compare import ADAPTIVE, compare_to_fixed, run_accuracies, spreads
+from .plots import plot_tradeoff
 
 __all__ = ["trace_label", "pool", "markdown", "main"]
 

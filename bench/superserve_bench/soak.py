@@ -4,7 +4,7 @@ Replays the trace in back-to-back chunks (each open loop) and samples the reside
 server and its Python stub after each chunk. Reports requests lost (must be 0), SLO attainment,
 and memory growth after warm-up.
 
-    .venv/bin/python -m superserve_client.soak --minutes 10
+    .venv/bin/python -m superserve_bench.soak --minutes 10
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 
 from superserve.tritonenv import REPO_ROOT, start_server
 
-from .bench import measure_capacity
+from .bench_peer import pinned_capacity
 from .metrics import summarise
+from .perf import write_input_data
 from .replay import replay_sync
 from .traces import bursty
 
@@ -54,13 +55,14 @@ def main(argv: list[str] | None = None) -> None:
     from .bench import load_setup
 
     profile, _, slo_ms = load_setup(args.slo_ms)
-    images = load_digits().held_out_x.numpy()
+    images = load_digits().test_x.numpy()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     server = start_server(REPO_ROOT / "model_repository", args.out.with_suffix(".server.log"))
     chunks = max(2, int(args.minutes * 60 / args.chunk_s))
     records, memory = [], []
     try:
-        capacity = measure_capacity(server, profile, args.out.parent)
+        data = write_input_data(args.out.parent / "soak_input.json")
+        capacity = {"top_rps": pinned_capacity(server, data, args.out.parent, len(profile["subnets"]) - 1)}
         rate = args.load * capacity["top_rps"]
         for chunk in tqdm(range(chunks), desc=f"soak at {rate:.0f} req/s", unit="chunk"):
             trace = bursty(rate / 2, rate / 2, args.cv2, args.chunk_s, seed=chunk)

@@ -1,0 +1,65 @@
+"""Load a served SuperNet from a model version folder, and check it against the Triton model config.
+
+A version folder holds ``supernet.pt`` (shared weights), ``subnet_norm.pt`` (per-SubNet BatchNorm statistics) and
+``profile.json`` (the served SubNets: accuracy, latency per batch size). ``make model`` writes them; the serving
+model and the tools only read them (``torch.load(weights_only=True)``: tensors and plain containers, never code).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .network import ElasticResNet
+from .space import SPACES
+
+__all__ = ["load_supernet", "load_served_supernet", "check_model_config"]
+
+
+def load_supernet(folder: Path) -> tuple[ElasticResNet, dict]:
+    """``supernet.pt``, ``subnet_norm.pt`` and ``profile.json`` of a model version folder."""
+    folder = Path(folder)
+    for name in ("supernet.pt", "subnet_norm.pt", "profile.json"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name} is missing: build the model first (`make model`)")
+    blob = torch.load(folder / "supernet.pt", map_location="cpu", weights_only=True)
+    if blob.get("space") not in SPACES:
+        raise ValueError(f"{folder / 'supernet.pt'} is for an unknown SuperNet {blob.get('space')!r}")
+    net = ElasticResNet(SPACES[blob["space"]])
+    net.load_state_dict(blob["state_dict"])
+    net.load_subnet_norm_state(torch.load(folder / "subnet_norm.pt", map_location="cpu", weights_only=True))
+    profile = json.loads((folder / "profile.json").read_text())
+    return net.eval(), profile
+
+
+def check_model_config(model_config: Mapping[str, Any], profile: Mapping[str, Any]) -> None:
+    """The Triton model config (JSON form, as ``execute`` sees it) must match the artefacts: input dims, outputs
+    and a hand-over that holds at least one largest request. Raises ValueError naming the mismatch."""
+    inputs = {i["name"]: i for i in model_config.get("input", [])}
+    if "INPUT" not in inputs:
+        raise ValueError("config.pbtxt needs an input named INPUT")
+    dims = [int(d) for d in inputs["INPUT"].get("dims", [])]
+    if dims != [int(d) for d in profile["input_shape"]]:
+        raise ValueError(f"config.pbtxt input INPUT has dims {dims}, the SuperNet takes {profile['input_shape']}")
+    outputs = {o["name"]: o for o in model_config.get("output", [])}
+    logits = [int(d) for d in outputs.get("LOGITS", {}).get("dims", [])]
+    if logits != [int(profile["num_classes"])]:
+        raise ValueError(f"config.pbtxt output LOGITS has dims {logits}, the SuperNet has "
+                         f"{profile['num_classes']} classes")
+    handover, largest = int(model_config.get("max_batch_size", 0)), int(profile["max_batch_size"])
+    if handover < largest:
+        raise ValueError(f"config.pbtxt max_batch_size {handover} is below the SuperNet's largest batch "
+                         f"{largest} (profile.json max_batch_size): Triton would refuse valid requests")
+
+
+def load_served_supernet(folder: Path, model_config: Mapping[str, Any]) -> tuple[ElasticResNet, dict]:
+    """``load_supernet``, checked against the model config that serves it."""
+    net, profile = load_supernet(folder)
+    if profile.get("space") != net.space.name:
+        raise ValueError(f"profile.json is for SuperNet {profile.get('space')!r}, supernet.pt holds "
+                         f"{net.space.name!r}: rebuild the model (`make model`)")
+    check_model_config(model_config, profile)
+    return net, profile

@@ -1,0 +1,142 @@
+"""SuperServe against plain Triton on the same SubNet, side by side in one tritonserver (``make bench-peer``).
+
+For the fastest and the most accurate SubNet: SuperServe pinned to it (``subnet`` parameter) and a plain Triton
+model serving only it behind Triton's dynamic batcher (``native_model.py``), measured with perf_analyzer in
+interleaved rounds so a slow spell of the machine hits both alike:
+
+- saturation: gRPC async at a high concurrency; throughput per round, and Triton's own execute() count per
+  request (``nv_inference_exec_count`` against ``nv_inference_request_success``);
+- low load: one request at a time; client latency p50 and p99.
+
+    .venv/bin/python -m superserve_bench.bench_peer --rounds 3 --out results/bench_peer
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from superserve.tritonenv import REPO_ROOT, ensure_triton_home, perf_analyzer_env, start_server
+
+from .perf import write_input_data
+from .prometheus import scrape, total
+from .repository import MODEL_DIR, NativeModel, SuperServeModel, make_repository
+
+__all__ = ["main", "perf_analyzer", "pinned_capacity", "PEER_SLO_MS"]
+
+PEER_SLO_MS = 10_000  # saturation and low load compare serving cost, so no deadline may bind
+
+
+def perf_analyzer(server, model: str, input_data: Path, work: Path, concurrency: int, seconds: float,
+                  parameters: dict | None = None) -> dict:
+    """One perf_analyzer measurement (gRPC, async): throughput and client latency percentiles, and Triton's
+    execute() calls and successful requests for ``model`` over the run (from its metrics)."""
+    csv_path = work / f"perf_{model}_{concurrency}.csv"
+    cmd = [str(Path(sys.executable).parent / "perf_analyzer"), "-m", model, "-u", server.grpc_url, "-i", "grpc",
+           "--async", "--input-data", str(input_data), "--concurrency-range", str(concurrency),
+           "--measurement-interval", str(int(seconds * 1000)), "--stability-percentage", "50", "--max-trials", "10",
+           "-f", str(csv_path)]
+    for key, value in (parameters or {}).items():
+        cmd += ["--request-parameter", f"{key}:{value}:int"]
+    label = f'model="{model}"'
+    before = scrape(server.metrics_url)
+    out = subprocess.run(cmd, env=perf_analyzer_env(ensure_triton_home()), capture_output=True, text=True,
+                         timeout=600)
+    after = scrape(server.metrics_url)
+    if out.returncode != 0 or not csv_path.is_file():
+        raise RuntimeError(f"perf_analyzer failed on {model}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    with open(csv_path) as f:
+        row = next(csv.DictReader(f))
+    executions = total(after, "nv_inference_exec_count", label) - total(before, "nv_inference_exec_count", label)
+    requests = total(after, "nv_inference_request_success", label) - total(before, "nv_inference_request_success",
+                                                                          label)
+    return {"throughput_rps": float(row["Inferences/Second"]), "p50_ms": float(row["p50 latency"]) / 1e3,
+            "p99_ms": float(row["p99 latency"]) / 1e3, "requests": requests, "executions": executions,
+            "requests_per_execution": requests / executions if executions else float("nan")}
+
+
+def pinned_capacity(server, input_data: Path, work: Path, subnet: int, seconds: float = 4.0,
+                    model: str = "superserve") -> float:
+    """Saturation throughput (req/s) of SuperServe pinned to one SubNet, at concurrency 32."""
+    return perf_analyzer(server, model, input_data, work, 32, seconds, {"subnet": subnet, "slo_ms": PEER_SLO_MS})[
+        "throughput_rps"]
+
+
+def systems(profile: dict) -> list[tuple[str, str, str, dict]]:
+    """(SubNet label, system, Triton model, request parameters) for the fastest and the most accurate SubNet."""
+    top = len(profile["subnets"]) - 1
+    out = []
+    for label, index in (("fastest", 0), ("most accurate", top)):
+        out.append((label, "SuperServe (pinned)", "superserve", {"subnet": index, "slo_ms": PEER_SLO_MS}))
+        out.append((label, "plain Triton", f"native_{index}", {}))
+    return out
+
+
+def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_seconds: float) -> dict:
+    profile = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
+    top = len(profile["subnets"]) - 1
+    repo = make_repository(out, [SuperServeModel("superserve"), NativeModel("native_0", 0),
+                                 NativeModel(f"native_{top}", top)], profile)
+    data = write_input_data(out / "perf_input.json")
+    server = start_server(repo, out / "server.log")
+    report = {"concurrency": concurrency, "seconds": seconds, "rounds": [], "subnets": {
+        "fastest": profile["subnets"][0]["id"], "most accurate": profile["subnets"][top]["id"]}}
+    try:
+        for subnet, system, model, params in systems(profile):  # warm-up, unmeasured
+            perf_analyzer(server, model, data, out, concurrency, 2.0, params)
+        for r in range(rounds):
+            order = systems(profile) if r % 2 == 0 else systems(profile)[::-1]
+            for subnet, system, model, params in order:
+                saturated = perf_analyzer(server, model, data, out, concurrency, seconds, params)
+                idle = perf_analyzer(server, model, data, out, 1, low_load_seconds, params)
+                report["rounds"].append({"round": r, "subnet": subnet, "system": system, "saturation": saturated,
+                                         "low_load": idle})
+                print(f"round {r + 1}: {subnet:13s} {system:19s} {saturated['throughput_rps']:8.0f} req/s "
+                      f"({saturated['requests_per_execution']:.1f} req/execute), one at a time p50 "
+                      f"{idle['p50_ms']:.2f} ms p99 {idle['p99_ms']:.2f} ms", flush=True)
+    finally:
+        server.stop()
+    return report
+
+
+def markdown(report: dict) -> str:
+    lines = [f"perf_analyzer, gRPC async; saturation at concurrency {report['concurrency']}, "
+             f"{report['seconds']:.0f} s windows; low load one request at a time. Rounds interleaved in one "
+             "tritonserver.", "",
+             "| SubNet | round | SuperServe req/s | plain Triton req/s | ratio | req/execute (SuperServe / plain) | "
+             "p50 ms (SuperServe / plain) | p99 ms (SuperServe / plain) |", "|---|---|---|---|---|---|---|---|"]
+    rows = {(r["round"], r["subnet"], r["system"]): r for r in report["rounds"]}
+    for subnet in ("fastest", "most accurate"):
+        for rnd in sorted({r["round"] for r in report["rounds"]}):
+            ours, plain = rows[(rnd, subnet, "SuperServe (pinned)")], rows[(rnd, subnet, "plain Triton")]
+            s, p = ours["saturation"], plain["saturation"]
+            lines.append(f"| {subnet} | {rnd + 1} | {s['throughput_rps']:.0f} | {p['throughput_rps']:.0f} | "
+                         f"**{s['throughput_rps'] / p['throughput_rps']:.2f}x** | {s['requests_per_execution']:.1f} / "
+                         f"{p['requests_per_execution']:.1f} | {ours['low_load']['p50_ms']:.2f} / "
+                         f"{plain['low_load']['p50_ms']:.2f} | {ours['low_load']['p99_ms']:.2f} / "
+                         f"{plain['low_load']['p99_ms']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench_peer")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=5.0, help="perf_analyzer window at saturation")
+    p.add_argument("--low-load-seconds", type=float, default=3.0, help="perf_analyzer window at concurrency 1")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = run(args.out, args.rounds, args.concurrency, args.seconds, args.low_load_seconds)
+    (args.out / "bench_peer.json").write_text(json.dumps(report, indent=1))
+    table = markdown(report)
+    (args.out / "bench_peer.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

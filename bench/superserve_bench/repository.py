@@ -1,0 +1,82 @@
+"""Model repositories for the benchmarks: SuperServe models (one per policy) beside plain-Triton models (one fixed
+SubNet each), all sharing the built artefacts through symlinks, so one tritonserver serves every system side by
+side. Configs are read and written as Triton's ``ModelConfig`` protobuf message.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from superserve.serving.config import read_model_config
+from superserve.tritonenv import REPO_ROOT
+
+__all__ = ["SuperServeModel", "NativeModel", "make_repository", "MODEL_DIR"]
+
+MODEL_DIR = REPO_ROOT / "model_repository" / "superserve"
+ARTEFACTS = ("supernet.pt", "subnet_norm.pt", "profile.json")
+NATIVE_MODEL_PY = Path(__file__).with_name("native_model.py")
+
+
+@dataclass(frozen=True)
+class SuperServeModel:
+    """The shipped SuperServe model under another name, with some serving parameters overridden."""
+
+    name: str
+    parameters: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NativeModel:
+    """One SubNet behind Triton's dynamic batcher (``native_model.py``): what a Triton user would deploy.
+
+    ``max_queue_delay_us`` and ``preferred_batch_size`` are the knobs Triton's docs tell a user to tune."""
+
+    name: str
+    subnet: int
+    max_queue_delay_us: int = 0
+    preferred_batch_size: tuple[int, ...] = ()
+
+
+def _superserve_config(model: SuperServeModel) -> model_config_pb2.ModelConfig:
+    config = read_model_config(MODEL_DIR / "config.pbtxt")
+    config.name = model.name
+    for key, value in model.parameters.items():
+        config.parameters[key].string_value = str(value)
+    return config
+
+
+def _native_config(model: NativeModel, profile: dict, shipped: model_config_pb2.ModelConfig):
+    config = model_config_pb2.ModelConfig(name=model.name, backend="python", max_batch_size=profile["max_batch_size"])
+    config.input.extend(shipped.input)
+    config.output.extend(o for o in shipped.output if o.name == "LOGITS")
+    config.dynamic_batching.max_queue_delay_microseconds = model.max_queue_delay_us
+    config.dynamic_batching.preferred_batch_size.extend(model.preferred_batch_size)
+    config.instance_group.add(count=1, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+    config.parameters["subnet"].string_value = str(model.subnet)
+    config.parameters["num_threads"].string_value = str(profile.get("threads", 1))
+    return config
+
+
+def make_repository(out: Path, models: list[SuperServeModel | NativeModel], profile: dict) -> Path:
+    """Write ``out/model_repository`` holding ``models``; returns its path."""
+    repo = Path(out) / "model_repository"
+    if repo.exists():
+        shutil.rmtree(repo)
+    shipped = read_model_config(MODEL_DIR / "config.pbtxt")
+    for model in models:
+        if isinstance(model, SuperServeModel):
+            config, code = _superserve_config(model), MODEL_DIR / "1" / "model.py"
+        else:
+            config, code = _native_config(model, profile, shipped), NATIVE_MODEL_PY
+        version = repo / model.name / "1"
+        version.mkdir(parents=True)
+        (repo / model.name / "config.pbtxt").write_text(text_format.MessageToString(config))
+        (version / "model.py").symlink_to(code.resolve())
+        for artefact in ARTEFACTS:
+            (version / artefact).symlink_to((MODEL_DIR / "1" / artefact).resolve())
+    return repo
