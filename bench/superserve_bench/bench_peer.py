@@ -1,8 +1,12 @@
 """SuperServe against plain Triton on the same SubNet, side by side in one tritonserver (``make bench-peer``).
 
-For the fastest and the most accurate SubNet: SuperServe pinned to it (``subnet`` parameter) and a plain Triton
-model serving only it behind Triton's dynamic batcher (``native_model.py``), measured with perf_analyzer in
-interleaved rounds so a slow spell of the machine hits both alike:
+For the fastest and the most accurate SubNet, three systems measured with perf_analyzer in interleaved rounds, so
+a slow spell of the machine hits all alike:
+
+- plain Triton: a model serving only that SubNet behind Triton's dynamic batcher (``native_model.py``);
+- SuperServe, pinned per request: the shipped model, each request carrying ``subnet`` and ``slo_ms``;
+- SuperServe, pinned by config: a SuperServe model whose policy is ``fixed:<i>`` (requests carry no parameters,
+  exactly what plain Triton gets; Triton's request parameters have a cost of their own).
 
 - saturation: gRPC async at a high concurrency; throughput per round, and Triton's own execute() count per
   request (``nv_inference_exec_count`` against ``nv_inference_request_success``);
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -66,21 +71,36 @@ def pinned_capacity(server, input_data: Path, work: Path, subnet: int, seconds: 
         "throughput_rps"]
 
 
+PER_REQUEST, BY_CONFIG, PLAIN = "SuperServe (pinned per request)", "SuperServe (pinned by config)", "plain Triton"
+
+
+def _indices(profile: dict) -> tuple[tuple[str, int], ...]:
+    return ("fastest", 0), ("most accurate", len(profile["subnets"]) - 1)
+
+
 def systems(profile: dict) -> list[tuple[str, str, str, dict]]:
     """(SubNet label, system, Triton model, request parameters) for the fastest and the most accurate SubNet."""
-    top = len(profile["subnets"]) - 1
     out = []
-    for label, index in (("fastest", 0), ("most accurate", top)):
-        out.append((label, "SuperServe (pinned)", "superserve", {"subnet": index, "slo_ms": PEER_SLO_MS}))
-        out.append((label, "plain Triton", f"native_{index}", {}))
+    for label, index in _indices(profile):
+        out.append((label, PER_REQUEST, "superserve", {"subnet": index, "slo_ms": PEER_SLO_MS}))
+        out.append((label, BY_CONFIG, f"superserve_fixed_{index}", {}))
+        out.append((label, PLAIN, f"native_{index}", {}))
+    return out
+
+
+def models(profile: dict) -> list:
+    out = [SuperServeModel("superserve")]
+    for _, index in _indices(profile):
+        out.append(SuperServeModel(f"superserve_fixed_{index}", {"policy": f"fixed:{index}",
+                                                                  "default_slo_ms": PEER_SLO_MS}))
+        out.append(NativeModel(f"native_{index}", index))
     return out
 
 
 def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_seconds: float) -> dict:
     profile = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
     top = len(profile["subnets"]) - 1
-    repo = make_repository(out, [SuperServeModel("superserve"), NativeModel("native_0", 0),
-                                 NativeModel(f"native_{top}", top)], profile)
+    repo = make_repository(out, models(profile), profile)
     data = write_input_data(out / "perf_input.json")
     server = start_server(repo, out / "server.log")
     report = {"concurrency": concurrency, "seconds": seconds, "rounds": [], "subnets": {
@@ -95,7 +115,7 @@ def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_secon
                 idle = perf_analyzer(server, model, data, out, 1, low_load_seconds, params)
                 report["rounds"].append({"round": r, "subnet": subnet, "system": system, "saturation": saturated,
                                          "low_load": idle})
-                print(f"round {r + 1}: {subnet:13s} {system:19s} {saturated['throughput_rps']:8.0f} req/s "
+                print(f"round {r + 1}: {subnet:13s} {system:31s} {saturated['throughput_rps']:8.0f} req/s "
                       f"({saturated['requests_per_execution']:.1f} req/execute), one at a time p50 "
                       f"{idle['p50_ms']:.2f} ms p99 {idle['p99_ms']:.2f} ms", flush=True)
     finally:
@@ -106,19 +126,27 @@ def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_secon
 def markdown(report: dict) -> str:
     lines = [f"perf_analyzer, gRPC async; saturation at concurrency {report['concurrency']}, "
              f"{report['seconds']:.0f} s windows; low load one request at a time. Rounds interleaved in one "
-             "tritonserver.", "",
-             "| SubNet | round | SuperServe req/s | plain Triton req/s | ratio | req/execute (SuperServe / plain) | "
-             "p50 ms (SuperServe / plain) | p99 ms (SuperServe / plain) |", "|---|---|---|---|---|---|---|---|"]
+             "tritonserver. Ratio: SuperServe's throughput over plain Triton's in the same round.", "",
+             "| SubNet | round | system | req/s | ratio | req/execute | low-load p50 ms | low-load p99 ms |",
+             "|---|---|---|---|---|---|---|---|"]
     rows = {(r["round"], r["subnet"], r["system"]): r for r in report["rounds"]}
     for subnet in ("fastest", "most accurate"):
         for rnd in sorted({r["round"] for r in report["rounds"]}):
-            ours, plain = rows[(rnd, subnet, "SuperServe (pinned)")], rows[(rnd, subnet, "plain Triton")]
-            s, p = ours["saturation"], plain["saturation"]
-            lines.append(f"| {subnet} | {rnd + 1} | {s['throughput_rps']:.0f} | {p['throughput_rps']:.0f} | "
-                         f"**{s['throughput_rps'] / p['throughput_rps']:.2f}x** | {s['requests_per_execution']:.1f} / "
-                         f"{p['requests_per_execution']:.1f} | {ours['low_load']['p50_ms']:.2f} / "
-                         f"{plain['low_load']['p50_ms']:.2f} | {ours['low_load']['p99_ms']:.2f} / "
-                         f"{plain['low_load']['p99_ms']:.2f} |")
+            plain = rows[(rnd, subnet, PLAIN)]["saturation"]["throughput_rps"]
+            for system in (PER_REQUEST, BY_CONFIG, PLAIN):
+                row = rows[(rnd, subnet, system)]
+                s, low = row["saturation"], row["low_load"]
+                ratio = f"**{s['throughput_rps'] / plain:.2f}x**" if system != PLAIN else ""
+                lines.append(f"| {subnet} | {rnd + 1} | {system} | {s['throughput_rps']:.0f} | {ratio} | "
+                             f"{s['requests_per_execution']:.1f} | {low['p50_ms']:.2f} | {low['p99_ms']:.2f} |")
+    lines.append("")
+    for subnet in ("fastest", "most accurate"):
+        for system in (PER_REQUEST, BY_CONFIG):
+            ratios = sorted(rows[(rnd, subnet, system)]["saturation"]["throughput_rps"] /
+                            rows[(rnd, subnet, PLAIN)]["saturation"]["throughput_rps"]
+                            for rnd in sorted({r["round"] for r in report["rounds"]}))
+            lines.append(f"- {subnet}, {system}: throughput ratio per round " +
+                         ", ".join(f"{x:.2f}x" for x in ratios) + f" (median {statistics.median(ratios):.2f}x)")
     return "\n".join(lines)
 
 

@@ -82,24 +82,23 @@ class _PrometheusExporter:
             "queue": family("superserve_queue_length", "Requests of the current round still waiting", family.GAUGE),
             "overhead": family("superserve_overhead_per_sample_ms",
                                "Per-sample serving overhead the policy plans with (learned)", family.GAUGE),
-            "batch_size": family("superserve_batch_size", "Samples per dispatched batch", family.HISTOGRAM),
-            "served_accuracy": family("superserve_served_accuracy", "Profiled accuracy of each batch's SubNet",
-                                      family.HISTOGRAM),
-            "slack_ms": family("superserve_slack_ms", "Head request's remaining slack at dispatch", family.HISTOGRAM),
-            "decision_us": family("superserve_decision_us", "Policy decision time", family.HISTOGRAM),
-            "round_requests": family("superserve_round_requests", "Requests per execute() hand-over (round)",
-                                     family.HISTOGRAM),
         }
-        buckets = {"batch_size": [1, 2, 4, 8, 12, 16], "served_accuracy": [0.9, 0.95, 0.97, 0.98, 0.99, 1.0],
-                   "slack_ms": [1, 2, 5, 10, 20, 50, 100, 1000], "decision_us": [1, 5, 10, 25, 50, 100, 1000],
-                   "round_requests": [1, 2, 4, 8, 16, 32, 64, 128, 256]}
         self._outcomes = {o: self._families["requests"].Metric(labels={**label, "outcome": o}) for o in OUTCOMES}
         self._samples = [self._families["samples"].Metric(labels={**label, "subnet": str(i)}) for i in range(subnets)]
         self._queue = self._families["queue"].Metric(labels=label)
         self._overhead = self._families["overhead"].Metric(labels=label)
-        self._histograms = {name: self._families[name].Metric(labels=label, buckets=buckets[name])
-                            for name in HISTOGRAMS}
+        # Histograms as Prometheus writes them (_bucket{le}, _sum, _count), fed from the buffer's bins: one update
+        # per changed series per flush, where a native histogram would cost one per observation.
+        self._histograms = {}
+        for name, (text, bounds) in HISTOGRAMS.items():
+            series = {part: self._families.setdefault(f"{name}_{part}", family(f"superserve_{name}_{part}", text,
+                                                                               family.COUNTER))
+                      for part in ("bucket", "sum", "count")}
+            buckets = [series["bucket"].Metric(labels={**label, "le": str(b)}) for b in (*bounds, "+Inf")]
+            self._histograms[name] = (buckets, series["sum"].Metric(labels=label),
+                                      series["count"].Metric(labels=label))
         self._buffer = buffer
+        self._gauges = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="superserve-metrics", daemon=True)
         self._thread.start()
@@ -114,10 +113,18 @@ class _PrometheusExporter:
             self._outcomes[outcome].increment(count)
         for subnet, count in snapshot.samples.items():
             self._samples[subnet].increment(count)
-        self._queue.set(snapshot.queue_length)
-        self._overhead.set(snapshot.overhead_per_sample_ms)
-        for name, value in snapshot.observations:
-            self._histograms[name].observe(value)
+        gauges = (snapshot.queue_length, snapshot.overhead_per_sample_ms)
+        if gauges != self._gauges:  # an unchanged gauge costs an IPC round trip all the same
+            self._queue.set(gauges[0])
+            self._overhead.set(gauges[1])
+            self._gauges = gauges
+        for name, binned in snapshot.histograms.items():
+            buckets, total, count = self._histograms[name]
+            for bucket, n in zip(buckets, binned.cumulative):
+                if n:
+                    bucket.increment(n)
+            total.increment(binned.total)
+            count.increment(binned.count)
 
     def close(self):
         self._stop.set()
