@@ -10,7 +10,7 @@ TRITON := .tools/tritonserver/.ready
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
-EPOCHS ?= 20
+EPOCHS ?= 6
 
 .PHONY: help setup model serve test unit bench-micro bench-peer perf bench bench-pool soak overload clean distclean
 

