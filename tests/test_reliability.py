@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from superserve.tritonenv import REPO_ROOT, start_server
+from superserve.tritonenv import REPO_ROOT, process_alive, start_server
 from superserve_bench.replay import replay_sync
 from superserve_bench.traces import Trace, bursty
 
@@ -57,7 +57,7 @@ def _stub_rss_kb() -> int:
             for line in open(f"/proc/{pid}/status"):
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
-        except FileNotFoundError:
+        except OSError:  # it ended while we read
             pass
     return total
 
@@ -168,9 +168,9 @@ def _flood(srv, digits, top: int, act, count: int = 300) -> list[str]:
 
 def _wait_gone(pids: list[int], timeout_s: float = 20.0) -> list[int]:
     deadline = time.monotonic() + timeout_s
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return [p for p in pids if _alive(p)]
+    return [p for p in pids if process_alive(p)]
 
 
 @pytest.mark.integration  # starts its own tritonserver
@@ -227,14 +227,6 @@ def test_unload_answers_every_queued_request_and_stops_the_stub(tmp_path, profil
     assert live == 200 and not ready  # the server keeps running without the model
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has exited
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.parametrize("script, code", [
     ('trap "" TERM; sleep 60 & echo $!; wait', -signal.SIGKILL),  # ignores SIGTERM: killed after the timeout
     ('sleep 60 & echo $!; exit 0', 0),  # exits at once but leaves its child behind
@@ -246,7 +238,7 @@ def test_stop_leaves_nothing_of_the_server_process_group(tmp_path, script, code)
 
     process = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
     child = int(process.stdout.readline())  # the child inherits an ignored SIGTERM
-    assert _alive(child)
+    assert process_alive(child)
     if code == 0:
         process.wait(10)  # has exited before stop(), as tritonserver can (else SIGTERM could catch bash first)
     server = ServerProcess(process, 0, 0, 0, tmp_path / "log")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+from superserve.tritonenv import process_alive
+
 # The "stub": starts its guard, reports both pids, then sleeps: like a stub deadlocked on a dead server,
 # nothing of its own ends it.
 STUB = """
@@ -26,19 +28,11 @@ time.sleep(60)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _gone_within(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not _alive(pid)
+    return not process_alive(pid)
 
 
 def _start(mode: str):
@@ -50,16 +44,16 @@ def _start(mode: str):
 def test_a_stub_whose_server_dies_is_killed():
     server, stub, guard = _start("hang")
     try:
-        assert _alive(stub) and _alive(guard)
+        assert process_alive(stub) and process_alive(guard)
         time.sleep(0.3)
-        assert _alive(stub)  # the guard leaves a stub with a live server alone
+        assert process_alive(stub)  # the guard leaves a stub with a live server alone
         os.kill(server.pid, signal.SIGKILL)
         server.wait(10)
         assert _gone_within(stub, 5.0)
         assert _gone_within(guard, 5.0)
     finally:
         for pid in (stub, guard):
-            if _alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -72,3 +66,17 @@ def test_the_guard_ends_by_itself_when_its_stub_exits():
     finally:
         server.kill()
         server.wait(10)
+
+
+def test_process_alive_counts_a_zombie_and_a_reaped_process_as_gone():
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    assert process_alive(os.getpid()) and process_alive(child.pid)
+    child.stdin.close()  # it exits; unreaped, it is a zombie
+    deadline = time.monotonic() + 10
+    while process_alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with open(f"/proc/{child.pid}/stat") as f:
+        assert f.read().rsplit(") ", 1)[1][0] == "Z"  # still in /proc, but exited
+    assert not process_alive(child.pid)
+    child.wait(10)
+    assert not process_alive(child.pid)  # reaped: no /proc entry at all

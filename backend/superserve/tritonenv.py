@@ -223,6 +223,16 @@ def start_server(model_repository: Path, log: Path | None, timeout_s: float = 18
     raise RuntimeError(f"tritonserver not ready after {timeout_s} s:\n{tail()}")
 
 
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (exited, not yet reaped) counts as gone. Linux /proc, like the server."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:  # FileNotFoundError, or ProcessLookupError when it is reaped between open() and read()
+        return False
+    return text[text.rindex(")") + 2] != "Z"
+
+
 def python_stub_states(server_pid: int) -> dict[int, str]:
     """pid -> process state (``Z``: exited, not yet reaped) of the Python-backend stubs a tritonserver
     started, read from /proc (Linux, like the server itself)."""

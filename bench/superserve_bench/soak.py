@@ -34,7 +34,7 @@ def _rss_kb(root_pid: int) -> int:
     for pid in pids:
         try:
             total += sum(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
-        except FileNotFoundError:
+        except OSError:  # it ended while we read
             pass
     return total
 
