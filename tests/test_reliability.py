@@ -84,7 +84,13 @@ def test_overload_answers_every_request_and_recovers(server, profile, digits):
     assert _stub_rss_kb() - rss_before < 100_000  # no runaway memory (a queue of copies would show here)
 
 
-async def _cancelled_burst(url: str, image: np.ndarray, top: int, flood: int, doomed: int):
+def _pending(server, model: str = "superserve") -> float:
+    """Requests Triton holds in its queue for ``model``, not yet handed to ``execute()``."""
+    return _counter(server, "nv_inference_pending_request_count", f'model="{model}"')
+
+
+async def _cancelled_burst(server, image: np.ndarray, top: int, flood: int, doomed: int, queued_ahead: int):
+    url = server.grpc_url
     channel = grpc.aio.insecure_channel(url)
     stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
@@ -105,11 +111,18 @@ async def _cancelled_burst(url: str, image: np.ndarray, top: int, flood: int, do
             return exc.code().name
 
     flood_tasks = [asyncio.create_task(call(60)) for _ in range(flood)]
-    await asyncio.sleep(0.05)  # the flood is queued ahead of the doomed requests
+    # The doomed requests go out once Triton's queue holds part of the flood (besides the round the model runs), so
+    # they wait behind it however slowly this machine sends: a fixed sleep here failed 4 runs in 20 under load.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    reached = 0.0
+    while reached < queued_ahead and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+        reached = await loop.run_in_executor(None, _pending, server)
     doomed_tasks = [asyncio.create_task(call(0.05)) for _ in range(doomed)]  # clients give up after 50 ms
     results = await asyncio.gather(*flood_tasks, *doomed_tasks)
     await channel.close()
-    return results[:flood], results[flood:]
+    return results[:flood], results[flood:], reached
 
 
 def test_cancelled_requests_are_never_computed(server, profile, digits):
@@ -117,7 +130,9 @@ def test_cancelled_requests_are_never_computed(server, profile, digits):
     served_before = _settled_counter(server, "superserve_requests_total", 'outcome="on_time"') + _counter(
         server, "superserve_requests_total", 'outcome="late"')
     cancelled_before = _counter(server, "superserve_requests_total", 'outcome="cancelled"')
-    flood, doomed = asyncio.run(_cancelled_burst(server.grpc_url, digits[0][0], top, flood=400, doomed=40))
+    flood, doomed, queued = asyncio.run(_cancelled_burst(server, digits[0][0], top, flood=400, doomed=40,
+                                                         queued_ahead=64))
+    assert queued >= 64  # the doomed requests queued behind at least 64 of the flood (4 full batches)
     assert flood.count("ok") == 400
     assert doomed.count("DEADLINE_EXCEEDED") == 40  # the clients gave up
     time.sleep(0.6)  # the model's cancellations reach Prometheus twice a second
