@@ -6,11 +6,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODEL_DIR := model_repository/superserve/1
 MODEL := $(MODEL_DIR)/profile.json
+VIT_DIR := model_repository/superserve_vit/1
+VIT_MODEL := $(VIT_DIR)/profile.json
 TRITON := .tools/tritonserver/.ready
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 EPOCHS ?= 6
+VIT_EPOCHS ?= 12
+# the served model that perf, bench and bench-peer target: superserve (ResNet) or superserve_vit (transformer)
+MODEL_NAME ?= superserve
+VIT_LR ?= 2.5e-3
 
 .PHONY: help setup model serve test unit bench-micro bench-peer perf bench bench-pool soak overload clean distclean
 
@@ -29,13 +35,20 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 $(TRITON): $(STAMP)
 	$(PY) -m superserve.serve setup
 
-model: $(MODEL)  ## train + calibrate + profile the default SuperNet if missing
+model: $(MODEL) $(VIT_MODEL)  ## train + calibrate + profile the served SuperNets (ResNet, transformer) if missing
 
 $(MODEL_DIR)/supernet.pt: | $(STAMP)
 	$(PY) -m superserve.train --out $(MODEL_DIR) --epochs $(EPOCHS)
 
 $(MODEL): $(MODEL_DIR)/supernet.pt | $(STAMP)
 	$(PY) -m superserve.build --out $(MODEL_DIR)
+
+$(VIT_DIR)/supernet.pt: | $(STAMP) $(MODEL)  # distilled from the built ResNet's most accurate SubNet
+	$(PY) -m superserve.train --space mnist_vit --out $(VIT_DIR) --epochs $(VIT_EPOCHS) --lr $(VIT_LR) \
+		--teacher $(MODEL_DIR)
+
+$(VIT_MODEL): $(VIT_DIR)/supernet.pt | $(STAMP)
+	$(PY) -m superserve.build --out $(VIT_DIR)
 
 serve: setup model  ## start tritonserver on 127.0.0.1 (HTTP_PORT, GRPC_PORT, METRICS_PORT)
 	$(PY) -m superserve.serve serve --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
@@ -48,19 +61,20 @@ test: setup model  ## the whole test suite, integration tests against a real tri
 
 bench-micro: setup model  ## micro-benchmarks: actuation, in-place vs extracted latency, memory, policy decision time
 	$(PY) -m superserve_bench.bench_micro --out results/bench_micro.json
+	$(PY) -m superserve_bench.bench_micro --model-dir $(VIT_DIR) --out results/bench_micro_vit.json
 
 ROUNDS ?= 3
 bench-peer: setup model  ## SuperServe vs plain Triton on the same SubNet: saturation and low-load latency (ROUNDS)
-	$(PY) -m superserve_bench.bench_peer --rounds $(ROUNDS) --out results/bench_peer
+	$(PY) -m superserve_bench.bench_peer --rounds $(ROUNDS) --model $(MODEL_NAME) --out results/bench_peer
 
 RATE ?= 100
 SLO_MS ?= 50
-perf: setup  ## perf_analyzer against a running server (RATE=req/s, SLO_MS; TRACE=trace.json replays a trace)
-	$(PY) -m superserve_bench.perf --url 127.0.0.1:$(GRPC_PORT) --slo-ms $(SLO_MS) $(if $(TRACE),--trace $(TRACE),--rate $(RATE))
+perf: setup  ## perf_analyzer against a running server (RATE=req/s, SLO_MS; TRACE=trace.json replays a trace; MODEL_NAME)
+	$(PY) -m superserve_bench.perf --url 127.0.0.1:$(GRPC_PORT) --model $(MODEL_NAME) --slo-ms $(SLO_MS) $(if $(TRACE),--trace $(TRACE),--rate $(RATE))
 
 BENCH_OUT ?= results/bench
-bench: setup model  ## headline benchmark: SlackFit(-LA) vs fixed models, ~28 min (QUICK=1: ~5 min; BENCH_OUT=folder)
-	$(PY) -m superserve_bench.bench --out $(BENCH_OUT) $(if $(QUICK),--quick,)
+bench: setup model  ## headline benchmark: SlackFit(-LA) vs plain Triton, ~28 min (QUICK=1: ~5 min; BENCH_OUT=folder; MODEL_NAME)
+	$(PY) -m superserve_bench.bench --out $(BENCH_OUT) --model $(MODEL_NAME) $(if $(QUICK),--quick,)
 	$(PY) -m superserve_bench.validate_sim --bench $(BENCH_OUT)
 
 RUNS ?= $(patsubst %/results.json,%,$(wildcard results/bench*/results.json))

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from superserve.data import load_digits
 from superserve.serving.config import read_model_config
 from superserve.supernet.artefacts import check_model_config
+from superserve.tritonenv import REPO_ROOT
 
-pytestmark = pytest.mark.integration  # needs the built model, like the server tests
+pytestmark = pytest.mark.integration  # needs the built models, like the server tests
+
+SERVED = ("superserve", "superserve_vit")  # the model repository's SuperNets: ResNet, transformer
 
 
-def test_the_reported_accuracy_comes_from_a_split_disjoint_from_training_calibration_and_selection(profile):
+def _profile(model: str) -> dict:
+    return json.loads((REPO_ROOT / "model_repository" / model / "1" / "profile.json").read_text())
+
+
+@pytest.mark.parametrize("model", SERVED)
+def test_the_reported_accuracy_comes_from_a_split_disjoint_from_training_calibration_and_selection(model):
+    profile = _profile(model)
     assert profile["accuracy_split"] == "test" and profile["selection_split"] == "validation"
     data = load_digits()
     described = data.describe()
@@ -24,12 +35,12 @@ def test_the_reported_accuracy_comes_from_a_split_disjoint_from_training_calibra
     assert described["test"]["size"] == 1000 and len(np.unique(data.indices["test"])) == 1000
 
 
-def test_the_shipped_config_matches_the_artefacts(profile):
+@pytest.mark.parametrize("model", SERVED)
+def test_the_shipped_config_matches_the_artefacts(model):
     from google.protobuf import json_format
 
-    from conftest import MODEL_DIR
-
-    config = json_format.MessageToDict(read_model_config(MODEL_DIR.parent / "config.pbtxt"),
+    profile = _profile(model)
+    config = json_format.MessageToDict(read_model_config(REPO_ROOT / "model_repository" / model / "config.pbtxt"),
                                        preserving_proto_field_name=True)
     check_model_config(config, profile)  # raises on a mismatch
     wrong = dict(config, input=[dict(config["input"][0], dims=["3", "28", "28"])])
@@ -39,3 +50,16 @@ def test_the_shipped_config_matches_the_artefacts(profile):
         check_model_config(dict(config, max_batch_size=8), profile)
     with pytest.raises(ValueError, match="LOGITS has dims"):
         check_model_config(dict(config, output=[{"name": "LOGITS", "dims": ["7"]}]), profile)
+
+
+def test_the_transformer_supernet_serves_a_real_accuracy_range():
+    """What the transformer SuperNet offers the scheduler: at least 8 SubNets, the best at least 92% accurate on the
+    held-out test split (the default build: 94%; 95% is the goal, not yet reached), at least 3 points between the
+    least and the most accurate, and a real spread in size (its latency spread is measured, not asserted here)."""
+    profile = _profile("superserve_vit")
+    accuracies = [s["accuracy"] for s in profile["subnets"]]
+    params = [s["params"] for s in profile["subnets"]]
+    assert profile["family"] == "transformer" and "subnet_norm" not in profile
+    assert len(accuracies) >= 8
+    assert max(accuracies) >= 0.92 and max(accuracies) - min(accuracies) >= 0.03
+    assert max(params) >= 3 * min(params)

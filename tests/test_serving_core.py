@@ -241,8 +241,8 @@ class _TimedNet(torch.nn.Module):
         self.latency = {net.inference_plan(net.space.parse(s["config"])).norm_row: s["latency_ms"]
                         for s in profile["subnets"]}
 
-    def inference_plan(self, subnet):
-        return self.net.inference_plan(subnet)
+    def servable_plan(self, subnet):
+        return self.net.servable_plan(subnet)
 
     def actuate(self, plan):
         self.net.actuate(plan)

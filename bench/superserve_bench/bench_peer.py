@@ -29,7 +29,7 @@ from superserve.tritonenv import REPO_ROOT, ensure_triton_home, perf_analyzer_en
 
 from .perf import write_input_data
 from .prometheus import scrape, total
-from .repository import MODEL_DIR, NativeModel, SuperServeModel, make_repository
+from .repository import SERVED_MODELS, NativeModel, SuperServeModel, make_repository, model_dir
 
 __all__ = ["main", "perf_analyzer", "pinned_capacity", "PEER_SLO_MS"]
 
@@ -97,10 +97,12 @@ def models(profile: dict) -> list:
     return out
 
 
-def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_seconds: float) -> dict:
-    profile = json.loads((MODEL_DIR / "1" / "profile.json").read_text())
+def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_seconds: float,
+        model: str = "superserve") -> dict:
+    source = model_dir(model)
+    profile = json.loads((source / "1" / "profile.json").read_text())
     top = len(profile["subnets"]) - 1
-    repo = make_repository(out, models(profile), profile)
+    repo = make_repository(out, models(profile), profile, source)
     data = write_input_data(out / "perf_input.json")
     server = start_server(repo, out / "server.log")
     report = {"concurrency": concurrency, "seconds": seconds, "rounds": [], "subnets": {
@@ -157,9 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--seconds", type=float, default=5.0, help="perf_analyzer window at saturation")
     p.add_argument("--low-load-seconds", type=float, default=3.0, help="perf_analyzer window at concurrency 1")
+    p.add_argument("--model", default="superserve", choices=SERVED_MODELS, help="the SuperNet to compare on")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = run(args.out, args.rounds, args.concurrency, args.seconds, args.low_load_seconds)
+    report = run(args.out, args.rounds, args.concurrency, args.seconds, args.low_load_seconds, args.model)
     (args.out / "bench_peer.json").write_text(json.dumps(report, indent=1))
     table = markdown(report)
     (args.out / "bench_peer.md").write_text(table + "\n")

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
+from superserve.supernet import family_of
 from superserve.supernet.artefacts import load_supernet
-from superserve.supernet.extract import extract_subnet
 
 
 class TritonPythonModel:
@@ -24,7 +24,7 @@ class TritonPythonModel:
         torch.set_num_threads(int(parameters.get("num_threads", "1")))
         net, profile = load_supernet(Path(args["model_repository"]) / args["model_version"])
         subnet = profile["subnets"][int(parameters["subnet"])]
-        self.model = extract_subnet(net, net.space.parse(subnet["config"])).eval()
+        self.model = family_of(net.space).extract(net, net.space.parse(subnet["config"])).eval()
         with torch.inference_mode():  # the first passes are slow: not what a benchmark should see
             for batch in (1, int(config["max_batch_size"])):
                 self.model(torch.zeros(batch, *profile["input_shape"]))

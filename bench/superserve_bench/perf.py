@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     load.add_argument("--trace", type=Path, help="replay a saved trace (superserve_bench.traces JSON)")
     p.add_argument("--measurement-ms", type=int, default=5000)
     p.add_argument("--export", type=Path, default=None, help="perf_analyzer per-request timestamps (JSON)")
+    p.add_argument("--model", default="superserve", help="the served model, e.g. superserve_vit")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         intervals = None
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
             Trace.load(args.trace).write_request_intervals(intervals)
         data = write_input_data(Path(tmp) / "input.json")
         cmd = perf_command(args.url, args.slo_ms, data, None if args.trace else args.rate, intervals,
-                           args.measurement_ms, args.export)
+                           args.measurement_ms, args.export, args.model)
         sys.exit(subprocess.call(cmd, env=perf_analyzer_env(ensure_triton_home())))
 
 

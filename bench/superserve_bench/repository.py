@@ -15,10 +15,20 @@ from tritonclient.grpc import model_config_pb2
 from superserve.serving.config import read_model_config
 from superserve.tritonenv import REPO_ROOT
 
-__all__ = ["SuperServeModel", "NativeModel", "make_repository", "MODEL_DIR"]
+__all__ = ["SuperServeModel", "NativeModel", "make_repository", "model_dir", "MODEL_DIR", "SERVED_MODELS"]
 
-MODEL_DIR = REPO_ROOT / "model_repository" / "superserve"
-ARTEFACTS = ("supernet.pt", "subnet_norm.pt", "profile.json")
+SERVED_MODELS = ("superserve", "superserve_vit")  # the shipped model repository: the ResNet and transformer SuperNets
+ARTEFACTS = ("supernet.pt", "subnet_norm.pt", "profile.json")  # subnet_norm.pt only for BatchNorm families
+
+
+def model_dir(model: str = "superserve") -> Path:
+    """A shipped SuperServe model's folder (its config.pbtxt and version 1 artefacts)."""
+    if model not in SERVED_MODELS:
+        raise ValueError(f"unknown model {model!r}; the model repository serves {', '.join(SERVED_MODELS)}")
+    return REPO_ROOT / "model_repository" / model
+
+
+MODEL_DIR = model_dir()
 NATIVE_MODEL_PY = Path(__file__).with_name("native_model.py")
 
 
@@ -42,8 +52,8 @@ class NativeModel:
     preferred_batch_size: tuple[int, ...] = ()
 
 
-def _superserve_config(model: SuperServeModel) -> model_config_pb2.ModelConfig:
-    config = read_model_config(MODEL_DIR / "config.pbtxt")
+def _superserve_config(model: SuperServeModel, source: Path) -> model_config_pb2.ModelConfig:
+    config = read_model_config(source / "config.pbtxt")
     config.name = model.name
     for key, value in model.parameters.items():
         config.parameters[key].string_value = str(value)
@@ -62,15 +72,17 @@ def _native_config(model: NativeModel, profile: dict, shipped: model_config_pb2.
     return config
 
 
-def make_repository(out: Path, models: list[SuperServeModel | NativeModel], profile: dict) -> Path:
-    """Write ``out/model_repository`` holding ``models``; returns its path."""
+def make_repository(out: Path, models: list[SuperServeModel | NativeModel], profile: dict,
+                    source: Path = MODEL_DIR) -> Path:
+    """Write ``out/model_repository`` holding ``models``, all serving the SuperNet of the shipped model folder
+    ``source``; returns its path."""
     repo = Path(out) / "model_repository"
     if repo.exists():
         shutil.rmtree(repo)
-    shipped = read_model_config(MODEL_DIR / "config.pbtxt")
+    shipped = read_model_config(source / "config.pbtxt")
     for model in models:
         if isinstance(model, SuperServeModel):
-            config, code = _superserve_config(model), MODEL_DIR / "1" / "model.py"
+            config, code = _superserve_config(model, source), source / "1" / "model.py"
         else:
             config, code = _native_config(model, profile, shipped), NATIVE_MODEL_PY
         version = repo / model.name / "1"
@@ -78,5 +90,6 @@ def make_repository(out: Path, models: list[SuperServeModel | NativeModel], prof
         (repo / model.name / "config.pbtxt").write_text(text_format.MessageToString(config))
         (version / "model.py").symlink_to(code.resolve())
         for artefact in ARTEFACTS:
-            (version / artefact).symlink_to((MODEL_DIR / "1" / artefact).resolve())
+            if (source / "1" / artefact).is_file():
+                (version / artefact).symlink_to((source / "1" / artefact).resolve())
     return repo

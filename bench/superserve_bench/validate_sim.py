@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="per-sample overhead (default: what the benchmark's server learned, else the config's)")
     args = p.parse_args(argv)
     results = json.loads((args.bench / "results.json").read_text())
-    profile_dict, config, _ = load_setup()
+    profile_dict, config, _ = load_setup(model=results.get("model", "superserve"))
     overhead_ms = args.overhead_ms or results.get("learned_overhead_per_sample_ms") or config.overhead_per_sample_ms
     profile = Profile.from_dict(profile_dict).with_overhead(0, int(overhead_ms * 1e6))
     rows = []

@@ -24,7 +24,6 @@ from ..scheduler.cost_model import CostModel
 from ..scheduler.policies import make_policy
 from ..scheduler.profile import Profile
 from ..scheduler.queue import EDFQueue, QueuedRequest
-from ..supernet import ElasticResNet
 from .config import ServingConfig
 from .handover import HandoverClock
 from .metrics import Metrics
@@ -52,7 +51,7 @@ class Transport(Protocol):
 
 
 class SuperServeCore:
-    def __init__(self, net: ElasticResNet, profile: Mapping[str, Any], config: ServingConfig, transport: Transport,
+    def __init__(self, net: torch.nn.Module, profile: Mapping[str, Any], config: ServingConfig, transport: Transport,
                  metrics: Metrics | None = None, clock: Callable[[], int] = time.monotonic_ns,
                  handover_samples: int | None = None) -> None:
         torch.set_num_threads(config.num_threads)
@@ -66,13 +65,7 @@ class SuperServeCore:
         self.cost = CostModel(Profile.from_dict(profile), config.overhead_per_sample_ms, config.overhead_adapt_rate)
         self.max_batch = self.cost.compute.max_batch
         self.input_shape = tuple(int(d) for d in profile["input_shape"])
-        self.plans = []
-        for i, entry in enumerate(profile["subnets"]):
-            plan = net.inference_plan(net.space.parse(entry["config"]))
-            if plan.norm_row < 0:
-                raise ValueError(f"profile SubNet {i} ({entry.get('id')}) has no SubnetNorm statistics in "
-                                 "subnet_norm.pt: rebuild the model (`make model`)")
-            self.plans.append(plan)
+        self.plans = [net.servable_plan(net.space.parse(entry["config"])) for entry in profile["subnets"]]
         self.accuracy = [s.accuracy for s in self.cost.compute.subnets]
         self.transport = transport
         self.metrics = metrics or Metrics()

@@ -1,7 +1,8 @@
 """Load a served SuperNet from a model version folder, and check it against the Triton model config.
 
-A version folder holds ``supernet.pt`` (shared weights), ``subnet_norm.pt`` (per-SubNet BatchNorm statistics) and
-``profile.json`` (the served SubNets: accuracy, latency per batch size). ``make model`` writes them; the serving
+A version folder holds ``supernet.pt`` (shared weights and the name of their space, hence their family),
+``subnet_norm.pt`` (per-SubNet BatchNorm statistics, for families that need them) and ``profile.json`` (the served
+SubNets: accuracy, latency per batch size). ``make model`` writes them; the serving
 model and the tools only read them (``torch.load(weights_only=True)``: tensors and plain containers, never code).
 """
 
@@ -13,24 +14,37 @@ from typing import Any, Mapping
 
 import torch
 
-from .network import ElasticResNet
-from .space import SPACES
+from torch import nn
 
-__all__ = ["load_supernet", "load_served_supernet", "check_model_config"]
+from .families import SPACES, family_of
+
+__all__ = ["load_weights", "load_supernet", "load_served_supernet", "check_model_config"]
 
 
-def load_supernet(folder: Path) -> tuple[ElasticResNet, dict]:
-    """``supernet.pt``, ``subnet_norm.pt`` and ``profile.json`` of a model version folder."""
+def load_weights(folder: Path) -> nn.Module:
+    """The SuperNet of ``supernet.pt``, built from the family its space names, with the stored weights."""
+    path = Path(folder) / "supernet.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: build the model first (`make model`)")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("space") not in SPACES:
+        raise ValueError(f"{path} is for an unknown SuperNet {blob.get('space')!r}; known: {', '.join(SPACES)}")
+    space = SPACES[blob["space"]]
+    net = family_of(space).network(space)
+    net.load_state_dict(blob["state_dict"])
+    return net
+
+
+def load_supernet(folder: Path) -> tuple[nn.Module, dict]:
+    """``supernet.pt``, ``subnet_norm.pt`` (if the family needs it) and ``profile.json`` of a model version folder."""
     folder = Path(folder)
-    for name in ("supernet.pt", "subnet_norm.pt", "profile.json"):
+    net = load_weights(folder)
+    norm_statistics = family_of(net.space).norm_statistics
+    for name in ["profile.json"] + (["subnet_norm.pt"] if norm_statistics else []):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name} is missing: build the model first (`make model`)")
-    blob = torch.load(folder / "supernet.pt", map_location="cpu", weights_only=True)
-    if blob.get("space") not in SPACES:
-        raise ValueError(f"{folder / 'supernet.pt'} is for an unknown SuperNet {blob.get('space')!r}")
-    net = ElasticResNet(SPACES[blob["space"]])
-    net.load_state_dict(blob["state_dict"])
-    net.load_subnet_norm_state(torch.load(folder / "subnet_norm.pt", map_location="cpu", weights_only=True))
+    if norm_statistics:
+        net.load_subnet_norm_state(torch.load(folder / "subnet_norm.pt", map_location="cpu", weights_only=True))
     profile = json.loads((folder / "profile.json").read_text())
     return net.eval(), profile
 
@@ -55,7 +69,7 @@ def check_model_config(model_config: Mapping[str, Any], profile: Mapping[str, An
                          f"{largest} (profile.json max_batch_size): Triton would refuse valid requests")
 
 
-def load_served_supernet(folder: Path, model_config: Mapping[str, Any]) -> tuple[ElasticResNet, dict]:
+def load_served_supernet(folder: Path, model_config: Mapping[str, Any]) -> tuple[nn.Module, dict]:
     """``load_supernet``, checked against the model config that serves it."""
     net, profile = load_supernet(folder)
     if profile.get("space") != net.space.name:

@@ -176,6 +176,19 @@ class ElasticResNet(nn.Module):
             self._inference_plans[subnet.id] = plan
         return plan
 
+    def sliced_statistics_plan(self, subnet: SubNet) -> Plan:
+        """The plan that slices the full-width running statistics instead of reading the SubNet's own (what
+        serving would be without SubnetNorm)."""
+        return compile_plan(self.space, subnet)
+
+    def servable_plan(self, subnet: SubNet) -> Plan:
+        """What the server runs for ``subnet``: its inference plan, which must have SubnetNorm statistics."""
+        plan = self.inference_plan(subnet)
+        if plan.norm_row < 0:
+            raise ValueError(f"SubNet {subnet.id} has no SubnetNorm statistics in subnet_norm.pt: rebuild the model "
+                             "(`make model`)")
+        return plan
+
     def actuate(self, subnet: SubNet | Plan) -> None:
         """Make the next forward run ``subnet``: one pointer swap once its plan is compiled."""
         self.cell.plan = subnet if isinstance(subnet, Plan) else self.plan_for(subnet)

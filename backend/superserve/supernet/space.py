@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
-__all__ = ["SearchSpace", "SubNet", "make_divisible", "OFA_RESNET50", "MNIST_RESNET", "SPACES"]
+__all__ = ["SearchSpace", "SubNet", "make_divisible", "OFA_RESNET50", "MNIST_RESNET"]
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -27,6 +27,7 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 class SearchSpace:
     """Shape of one ResNet SuperNet: what can be elastic and how far."""
 
+    family: ClassVar[str] = "resnet"
     name: str
     in_channels: int
     input_size: int
@@ -113,15 +114,9 @@ class SearchSpace:
 
     def parse(self, spec: "SubNet | Mapping[str, Any] | str") -> "SubNet":
         """Accept our dict form, OFA's ``{'d','e','w'}`` dict form, JSON text of either, or a SubNet."""
+        spec = read_spec(self.name, spec, SubNet)
         if isinstance(spec, SubNet):
-            if spec.space_name != self.name:
-                raise ValueError(f"SubNet belongs to space {spec.space_name!r}, not {self.name!r}")
             return spec
-        if isinstance(spec, str):
-            try:
-                spec = json.loads(spec)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"SubNet text is not JSON: {exc}") from None
         if not isinstance(spec, Mapping):
             raise ValueError(f"a SubNet is a dict with keys depth/expand/width (or OFA's d/e/w), got {type(spec).__name__}")
         if {"d", "e", "w"} <= spec.keys():
@@ -183,6 +178,20 @@ class SubNet:
         return {"d": list(self.depth), "e": list(self.expand), "w": list(self.width)}
 
 
+def read_spec(space_name: str, spec: Any, subnet_type: type) -> Any:
+    """A SubNet of space ``space_name`` as it is, JSON text decoded, anything else unchanged (for ``parse``)."""
+    if isinstance(spec, subnet_type):
+        if spec.space_name != space_name:
+            raise ValueError(f"SubNet belongs to space {spec.space_name!r}, not {space_name!r}")
+        return spec
+    if isinstance(spec, str):
+        try:
+            return json.loads(spec)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"SubNet text is not JSON: {exc}") from None
+    return spec
+
+
 def _as_tuple(name: str, values, length: int, kind) -> tuple:
     if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
         raise ValueError(f"{name} must be a list of {length} numbers, got {values!r}")
@@ -227,5 +236,3 @@ MNIST_RESNET = SearchSpace(
     use_maxpool=True,
     channel_divisor=4,
 )
-
-SPACES = {s.name: s for s in (OFA_RESNET50, MNIST_RESNET)}

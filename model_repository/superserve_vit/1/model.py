@@ -1,0 +1,1 @@
+../../superserve/1/model.py
