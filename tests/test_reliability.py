@@ -23,9 +23,11 @@ from superserve_bench.replay import replay_sync
 from superserve_bench.traces import Trace, bursty
 
 
-def _counter(server, name: str, label: str) -> float:
+def _counter(server, name: str, label: str, model: str = "superserve") -> float:
+    """A metric of one model (the server serves two), summed over the series whose labels include ``label``."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name) and label in line)
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and label in line and f'model="{model}"' in line)
 
 
 def _wait_for_counter(server, name, label, at_least, timeout_s=10.0) -> float:
@@ -86,7 +88,7 @@ def test_overload_answers_every_request_and_recovers(server, profile, digits):
 
 def _pending(server, model: str = "superserve") -> float:
     """Requests Triton holds in its queue for ``model``, not yet handed to ``execute()``."""
-    return _counter(server, "nv_inference_pending_request_count", f'model="{model}"')
+    return _counter(server, "nv_inference_pending_request_count", "", model)
 
 
 async def _cancelled_burst(server, image: np.ndarray, top: int, flood: int, doomed: int, queued_ahead: int):

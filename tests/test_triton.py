@@ -101,7 +101,7 @@ def _tight_slo_ms(server, profile) -> float:
     margin = config_from_pbtxt(REPO_ROOT / "model_repository/superserve/config.pbtxt").margin_ms
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
     overhead = max(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("superserve_overhead_per_sample_ms"))
+                   if line.startswith("superserve_overhead_per_sample_ms") and f'model="{MODEL}"' in line)
     fastest = profile["subnets"][0]["latency_ms"]["1"]
     slowest = profile["subnets"][-1]["latency_ms"]["1"]
     return margin + overhead + (fastest + slowest) / 2
@@ -195,7 +195,8 @@ def test_unknown_parameters_are_ignored(server, digits):
 def _on_time_count(server) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
     lines = [line for line in text.splitlines()
-             if line.startswith("superserve_requests_total") and 'outcome="on_time"' in line]
+             if line.startswith("superserve_requests_total") and 'outcome="on_time"' in line
+             and f'model="{MODEL}"' in line]
     return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
 
 
