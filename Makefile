@@ -14,9 +14,9 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 EPOCHS ?= 6
 VIT_EPOCHS ?= 12
+VIT_LR ?= 2.5e-3
 # the served model that perf, bench and bench-peer target: superserve (ResNet) or superserve_vit (transformer)
 MODEL_NAME ?= superserve
-VIT_LR ?= 2.5e-3
 
 .PHONY: help setup model serve test unit bench-micro bench-peer perf bench bench-pool soak overload clean distclean
 

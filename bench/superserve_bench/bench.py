@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     yardsticks = [NativeModel(f"native_{i}", i) for i in (0, top) if f"native_{i}" not in {s.model for s in systems}]
     repo = make_repository(args.out, repository_models(systems) + yardsticks, profile, model_dir(args.model))
     server = start_server(repo, args.out / "server.log")
-    results = {"model": args.model, "slo_ms": slo_ms, "duration_s": duration, "repeats": repeats, "profile_threads": profile.get("threads"),
+    results = {"model": args.model, "slo_ms": slo_ms, "duration_s": duration, "repeats": repeats,
+               "profile_threads": profile.get("threads"),
                "serving_config": asdict(config), "traces": [], "restarts": []}
     try:
         results["capacity"] = measure_capacity(server, profile, args.out)

@@ -17,7 +17,8 @@ from superserve.tritonenv import REPO_ROOT
 
 __all__ = ["SuperServeModel", "NativeModel", "make_repository", "model_dir", "MODEL_DIR", "SERVED_MODELS"]
 
-SERVED_MODELS = ("superserve", "superserve_vit")  # the shipped model repository: the ResNet and transformer SuperNets
+# the shipped model repository's models (the ResNet and transformer SuperNets), read from the folder itself
+SERVED_MODELS = tuple(sorted(p.parent.name for p in (REPO_ROOT / "model_repository").glob("*/config.pbtxt")))
 ARTEFACTS = ("supernet.pt", "subnet_norm.pt", "profile.json")  # subnet_norm.pt only for BatchNorm families
 
 
@@ -52,8 +53,9 @@ class NativeModel:
     preferred_batch_size: tuple[int, ...] = ()
 
 
-def _superserve_config(model: SuperServeModel, source: Path) -> model_config_pb2.ModelConfig:
-    config = read_model_config(source / "config.pbtxt")
+def _superserve_config(model: SuperServeModel, shipped: model_config_pb2.ModelConfig) -> model_config_pb2.ModelConfig:
+    config = model_config_pb2.ModelConfig()
+    config.CopyFrom(shipped)
     config.name = model.name
     for key, value in model.parameters.items():
         config.parameters[key].string_value = str(value)
@@ -82,7 +84,7 @@ def make_repository(out: Path, models: list[SuperServeModel | NativeModel], prof
     shipped = read_model_config(source / "config.pbtxt")
     for model in models:
         if isinstance(model, SuperServeModel):
-            config, code = _superserve_config(model, source), source / "1" / "model.py"
+            config, code = _superserve_config(model, shipped), source / "1" / "model.py"
         else:
             config, code = _native_config(model, profile, shipped), NATIVE_MODEL_PY
         version = repo / model.name / "1"

@@ -16,7 +16,7 @@ import torch
 
 from torch import nn
 
-from .families import SPACES, family_of
+from .families import family_of, new_supernet
 
 __all__ = ["load_weights", "load_supernet", "load_served_supernet", "check_model_config"]
 
@@ -27,10 +27,10 @@ def load_weights(folder: Path) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: build the model first (`make model`)")
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    if blob.get("space") not in SPACES:
-        raise ValueError(f"{path} is for an unknown SuperNet {blob.get('space')!r}; known: {', '.join(SPACES)}")
-    space = SPACES[blob["space"]]
-    net = family_of(space).network(space)
+    try:
+        net = new_supernet(blob.get("space"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     net.load_state_dict(blob["state_dict"])
     return net
 

@@ -10,11 +10,12 @@ Images become tokens through a small convolutional tokenizer (3x3 conv, then one
 elastic. The default space reads the 28x28 digits as 16 tokens of 7x7 patches.
 
 Everything a family provides lives here: the search space and its SubNets, the SuperNet with its operators, the
-plan compiler, parameter count and extraction to a standalone twin (``FAMILY``, registered in ``families``).
+plan compiler, parameter count and extraction to a standalone twin; ``families.FAMILIES`` registers them.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
@@ -202,11 +203,6 @@ class EncoderLayer(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
-def _tokenizer(space: TransformerSpace) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(space.in_channels, space.tokenizer_channels, 3, padding=1), nn.GELU(),
-                         nn.Conv2d(space.tokenizer_channels, space.dim, space.patch_size, space.patch_size))
-
-
 class ElasticTransformer(nn.Module):
     """A SuperNet holding every SubNet of ``space``; ``actuate`` picks the one the next forward runs."""
 
@@ -214,7 +210,9 @@ class ElasticTransformer(nn.Module):
         super().__init__()
         self.space = space
         self.cell = ActuationCell()
-        self.tokenizer = _tokenizer(space)
+        self.tokenizer = nn.Sequential(  # not elastic: every SubNet runs all of it
+            nn.Conv2d(space.in_channels, space.tokenizer_channels, 3, padding=1), nn.GELU(),
+            nn.Conv2d(space.tokenizer_channels, space.dim, space.patch_size, space.patch_size))
         self.position = nn.Parameter(torch.randn(1, space.num_tokens, space.dim) * 0.02)
         self.layers = nn.ModuleList(EncoderLayer(space, i, self.cell) for i in range(space.num_layers))
         self.encoder = LayerSelect(list(self.layers), 0, self.cell)
@@ -271,9 +269,7 @@ class _StaticLayer(nn.Module):
         a, f = src.attention, src.ffn
         w = heads * a.head_dim
         self.heads, self.head_dim = heads, a.head_dim
-        self.norm1, self.norm2 = nn.LayerNorm(src.norm1.normalized_shape), nn.LayerNorm(src.norm2.normalized_shape)
-        self.norm1.load_state_dict(src.norm1.state_dict())
-        self.norm2.load_state_dict(src.norm2.state_dict())
+        self.norm1, self.norm2 = copy.deepcopy(src.norm1), copy.deepcopy(src.norm2)
         self.query = _linear(a.query.weight[:w], a.query.bias[:w])
         self.key = _linear(a.key.weight[:w], a.key.bias[:w])
         self.value = _linear(a.value.weight[:w], a.value.bias[:w])
@@ -295,14 +291,11 @@ class StaticTransformer(nn.Module):
 
     def __init__(self, supernet: ElasticTransformer, subnet: TransformerSubNet) -> None:
         super().__init__()
-        space = supernet.space
-        self.tokenizer = _tokenizer(space)
-        self.tokenizer.load_state_dict(supernet.tokenizer.state_dict())
+        self.tokenizer = copy.deepcopy(supernet.tokenizer)
         self.position = nn.Parameter(supernet.position.detach().clone())
         self.layers = nn.Sequential(*(_StaticLayer(supernet.layers[i], subnet.heads[i], subnet.ffn[i])
                                       for i in range(subnet.depth)))
-        self.norm = nn.LayerNorm(space.dim)
-        self.norm.load_state_dict(supernet.norm.state_dict())
+        self.norm = copy.deepcopy(supernet.norm)
         self.head = _linear(supernet.head.weight, supernet.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
