@@ -18,7 +18,7 @@ VIT_LR ?= 2.5e-3
 # the served model that perf, bench and bench-peer target: superserve (ResNet) or superserve_vit (transformer)
 MODEL_NAME ?= superserve
 
-.PHONY: help setup model serve test unit bench-micro bench-peer perf bench bench-pool soak overload clean distclean
+.PHONY: help setup model ofa-model serve test unit bench-micro bench-peer gpu-check perf bench bench-pool soak overload clean distclean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ $(VIT_DIR)/supernet.pt: | $(STAMP) $(MODEL)  # distilled from the built ResNet's
 $(VIT_MODEL): $(VIT_DIR)/supernet.pt | $(STAMP)
 	$(PY) -m superserve.build --out $(VIT_DIR)
 
+RESOLUTION ?= 224
+OFA_NAME ?= ofa_resnet50
+ofa-model: setup  ## serve your OFA ResNet-50: CHECKPOINT=file IMAGES=class folders (RESOLUTION, SUBNETS=json, OFA_NAME, DEVICE)
+	$(PY) -m superserve.build_ofa --checkpoint "$(CHECKPOINT)" --images "$(IMAGES)" --out model_repository/$(OFA_NAME) \
+		--resolution $(RESOLUTION) $(if $(SUBNETS),--subnets "$(SUBNETS)",) $(if $(DEVICE),--device $(DEVICE),)
+
 serve: setup model  ## start tritonserver on 127.0.0.1 (HTTP_PORT, GRPC_PORT, METRICS_PORT)
 	$(PY) -m superserve.serve serve --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
@@ -66,6 +72,9 @@ bench-micro: setup model  ## micro-benchmarks: actuation, in-place vs extracted 
 ROUNDS ?= 3
 bench-peer: setup model  ## SuperServe vs plain Triton on the same SubNet: saturation and low-load latency (ROUNDS)
 	$(PY) -m superserve_bench.bench_peer --rounds $(ROUNDS) --model $(MODEL_NAME) --out results/bench_peer
+
+gpu-check: setup model  ## on a machine with a CUDA GPU: serve on it end to end, every SubNet checked against the CPU
+	$(PY) -m superserve_bench.gpu_check --out results/gpu_check
 
 RATE ?= 100
 SLO_MS ?= 50

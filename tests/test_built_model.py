@@ -48,8 +48,18 @@ def test_the_shipped_config_matches_the_artefacts(model):
         check_model_config(wrong, profile)
     with pytest.raises(ValueError, match="max_batch_size 8 is below"):
         check_model_config(dict(config, max_batch_size=8), profile)
-    with pytest.raises(ValueError, match="LOGITS has dims"):
-        check_model_config(dict(config, output=[{"name": "LOGITS", "dims": ["7"]}]), profile)
+    outputs = {o["name"]: o for o in config["output"]}
+    assert set(outputs) == {"LOGITS", "SUBNET", "ACCURACY"}
+    check_model_config(dict(config, output=[outputs["LOGITS"]]), profile)  # SUBNET and ACCURACY are optional
+    with pytest.raises(ValueError, match=r"output LOGITS is TYPE_FP32 \[7\]; the model makes TYPE_FP32 \[10\]"):
+        check_model_config(dict(config, output=[dict(outputs["LOGITS"], dims=["7"])]), profile)
+    with pytest.raises(ValueError, match=r"output SUBNET is TYPE_FP32 \[1\]; the model makes TYPE_INT32 \[1\]"):
+        check_model_config(dict(config, output=[outputs["LOGITS"], dict(outputs["SUBNET"], data_type="TYPE_FP32")]),
+                           profile)
+    with pytest.raises(ValueError, match="needs an output named LOGITS"):
+        check_model_config(dict(config, output=[outputs["SUBNET"]]), profile)
+    with pytest.raises(ValueError, match="output 'PROBS' is not one the model makes"):
+        check_model_config(dict(config, output=[*config["output"], dict(outputs["LOGITS"], name="PROBS")]), profile)
 
 
 def test_the_transformer_supernet_is_trained_and_serves_many_subnets():

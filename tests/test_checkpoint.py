@@ -1,13 +1,13 @@
 """OFA checkpoints: key mapping, loading from a local file, and the errors a user can meet."""
 
 import random
-import re
 
 import pytest
 import torch
 
 from superserve.supernet import OFA_RESNET50, ElasticResNet
-from superserve.supernet.checkpoint import load_ofa_checkpoint, load_ofa_state_dict, map_ofa_key
+from superserve.supernet.checkpoint import (load_ofa_checkpoint, load_ofa_state_dict, map_ofa_key, ofa_key,
+                                             save_ofa_checkpoint)
 
 
 @pytest.mark.parametrize("ofa_key, ours", [
@@ -26,16 +26,6 @@ def test_ofa_keys_map_to_ours(ofa_key, ours):
     assert map_ofa_key(ofa_key) == ours
 
 
-def _as_ofa(state: dict) -> dict:
-    """Our state dict renamed the way OFA's dynamic layers name it (each op wraps a plain layer)."""
-    out = {}
-    for key, value in state.items():
-        key = re.sub(r"\.(conv|bn|linear)\.(weight|bias|running_mean|running_var|num_batches_tracked)$",
-                     r".\1.\1.\2", key)
-        out[key] = value
-    return out
-
-
 @pytest.fixture(scope="module")
 def ofa_net():
     torch.manual_seed(0)
@@ -47,9 +37,10 @@ def ofa_net():
 
 
 def test_an_ofa_checkpoint_file_loads_and_computes_the_same(ofa_net, tmp_path):
-    state = _as_ofa(ofa_net.state_dict())
+    save_ofa_checkpoint(ofa_net, tmp_path / "ofa_resnet50.pth")
+    state = torch.load(tmp_path / "ofa_resnet50.pth", weights_only=True)["state_dict"]
     assert "input_stem.1.conv.conv.conv.weight" in state and "classifier.linear.linear.weight" in state
-    torch.save({"state_dict": state}, tmp_path / "ofa_resnet50.pth")
+    assert all(map_ofa_key(ofa_key(k)) == k for k in ofa_net.state_dict())
     fresh = ElasticResNet(OFA_RESNET50).eval()
     load_ofa_checkpoint(fresh, tmp_path / "ofa_resnet50.pth")
     x = torch.rand(1, 3, 64, 64)
@@ -62,7 +53,7 @@ def test_an_ofa_checkpoint_file_loads_and_computes_the_same(ofa_net, tmp_path):
 
 
 def test_loader_errors_name_the_key(ofa_net, tmp_path):
-    state = _as_ofa(ofa_net.state_dict())
+    state = {ofa_key(k): v for k, v in ofa_net.state_dict().items()}
     bad_shape = dict(state)
     bad_shape["blocks.0.conv1.conv.conv.weight"] = torch.zeros(3, 3, 1, 1)
     with pytest.raises(ValueError, match="blocks.0.conv1.conv.conv.weight.*shape"):

@@ -14,7 +14,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from superserve.serving.config import config_from_pbtxt
-from superserve.tritonenv import REPO_ROOT, ensure_triton_home, perf_analyzer_env
+from superserve.tritonenv import REPO_ROOT, ensure_triton_home, perf_analyzer_env, start_server
 
 MODEL = "superserve"
 PROTOCOLS = ("http", "grpc")
@@ -185,6 +185,47 @@ def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(server, proto
     assert _status(info.value) in ("400", "StatusCode.INVALID_ARGUMENT")
     logits, _, _ = infer(server, protocol, digits[0][:1], {"slo_ms": 1000})
     assert logits.shape == (1, 10) and np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_response_carries_the_outputs_the_client_asked_for(server, protocol, digits):
+    module, url = (httpclient, server.http_url) if protocol == "http" else (grpcclient, server.grpc_url)
+    client = module.InferenceServerClient(url)
+    tensor = module.InferInput("INPUT", [2, 1, 28, 28], "FP32")
+    tensor.set_data_from_numpy(digits[0][:2])
+    asked = lambda *names: client.infer(MODEL, [tensor], outputs=[module.InferRequestedOutput(n) for n in names],
+                                        parameters={"slo_ms": 1000})
+    only = asked("LOGITS")
+    assert only.as_numpy("LOGITS").shape == (2, 10)
+    assert only.as_numpy("SUBNET") is None and only.as_numpy("ACCURACY") is None
+    labels = asked("SUBNET", "ACCURACY")
+    assert labels.as_numpy("LOGITS") is None and labels.as_numpy("SUBNET").shape == (2, 1)
+    assert 0.5 < labels.as_numpy("ACCURACY")[0, 0] <= 1.0
+    every = client.infer(MODEL, [tensor], parameters={"slo_ms": 1000})  # names none: all three
+    assert every.as_numpy("LOGITS").shape == (2, 10) and every.as_numpy("SUBNET").shape == (2, 1)
+    assert every.as_numpy("ACCURACY").shape == (2, 1)
+
+
+@pytest.mark.integration  # starts its own tritonserver
+def test_a_deployment_may_declare_logits_alone(tmp_path, profile, digits):
+    """Without SUBNET and ACCURACY in config.pbtxt the model serves LOGITS only (what plain Triton's model makes,
+    and what perf_analyzer then asks for)."""
+    from superserve_bench.repository import SuperServeModel, make_repository, model_dir
+
+    repo = make_repository(tmp_path, [SuperServeModel("logits_only", outputs=("LOGITS",))], profile,
+                           model_dir("superserve"))
+    srv = start_server(repo, tmp_path / "server.log")
+    try:
+        client = grpcclient.InferenceServerClient(srv.grpc_url)
+        tensor = grpcclient.InferInput("INPUT", [3, 1, 28, 28], "FP32")
+        tensor.set_data_from_numpy(digits[0][:3])
+        result = client.infer("logits_only", [tensor], parameters={"slo_ms": 1000})
+        assert result.as_numpy("LOGITS").shape == (3, 10) and result.as_numpy("SUBNET") is None
+        assert (result.as_numpy("LOGITS").argmax(1) == digits[1][:3]).sum() >= 2
+        with pytest.raises(InferenceServerException, match="SUBNET"):
+            client.infer("logits_only", [tensor], outputs=[grpcclient.InferRequestedOutput("SUBNET")])
+    finally:
+        srv.stop()
 
 
 def test_unknown_parameters_are_ignored(server, digits):

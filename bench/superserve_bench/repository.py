@@ -35,10 +35,14 @@ NATIVE_MODEL_PY = Path(__file__).with_name("native_model.py")
 
 @dataclass(frozen=True)
 class SuperServeModel:
-    """The shipped SuperServe model under another name, with some serving parameters overridden."""
+    """The shipped SuperServe model under another name, with some serving parameters overridden, if ``outputs``
+    is given only those of its outputs declared (``("LOGITS",)``: what plain Triton's model makes), and with
+    ``gpu`` its instance on that GPU (KIND_GPU)."""
 
     name: str
     parameters: dict = field(default_factory=dict)
+    outputs: tuple[str, ...] | None = None
+    gpu: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,13 @@ def _superserve_config(model: SuperServeModel, shipped: model_config_pb2.ModelCo
     config.name = model.name
     for key, value in model.parameters.items():
         config.parameters[key].string_value = str(value)
+    if model.outputs is not None:
+        kept = [o for o in config.output if o.name in model.outputs]
+        del config.output[:]
+        config.output.extend(kept)
+    if model.gpu is not None:
+        del config.instance_group[:]
+        config.instance_group.add(count=1, kind=model_config_pb2.ModelInstanceGroup.KIND_GPU, gpus=[model.gpu])
     return config
 
 

@@ -9,13 +9,14 @@ message (``tritonclient``'s ``model_config_pb2``) and protobuf's text format.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
 from ..scheduler.policies import DEFAULT_BUCKETS, DEFAULT_POLICY, check_policy_name
 
-__all__ = ["ServingConfig", "PARAMETERS", "parse_config", "read_model_config", "config_from_pbtxt"]
+__all__ = ["ServingConfig", "PARAMETERS", "parse_config", "resolve_device", "read_model_config", "config_from_pbtxt"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class ServingConfig:
     num_threads: int = 1
     idle_gap_ms: float = 1.0
     cancel_check_ms: float = 100.0
+    device: str = "auto"
 
 
 # parameter -> (lower bound, upper bound or None, what it does): the configuration reference (docs/configuration.md)
@@ -56,7 +58,18 @@ PARAMETERS = {
                                   "its requests arrived just now (else: while the previous round ran)"),
     "cancel_check_ms": (0.0, 3_600_000.0, "only requests waiting at least this long are asked whether their "
                                           "client gave up (each question is an IPC round trip)"),
+    "device": (None, None, "where the SuperNet runs: auto follows the instance_group (KIND_GPU: cuda:<its GPU>, "
+                           "else cpu); or cpu, cuda, cuda:<k>"),
 }
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def resolve_device(setting: str, instance_kind: str, instance_device_id: int | str = 0) -> str:
+    """The torch device a model instance runs on: ``device`` as set, or for ``auto`` where Triton placed the
+    instance (``args["model_instance_kind"]``, ``args["model_instance_device_id"]``)."""
+    if setting != "auto":
+        return setting
+    return f"cuda:{int(instance_device_id)}" if instance_kind == "GPU" else "cpu"
 
 
 def parse_config(parameters: Mapping[str, object], model_name: str = "superserve") -> ServingConfig:
@@ -82,6 +95,9 @@ def parse_config(parameters: Mapping[str, object], model_name: str = "superserve
         values["policy"] = check_policy_name(values.get("policy", DEFAULT_POLICY))
     except ValueError as exc:
         raise ValueError(f"model {model_name!r}: {exc}") from None
+    if not DEVICE.fullmatch(values.get("device", "auto")):
+        raise ValueError(f"model {model_name!r}: parameter 'device' must be auto, cpu, cuda or cuda:<k>, got "
+                         f"{values['device']!r}")
     config = ServingConfig(**values)
     if config.default_slo_ms > config.max_slo_ms:
         raise ValueError(f"model {model_name!r}: default_slo_ms {config.default_slo_ms} exceeds max_slo_ms "
@@ -115,7 +131,8 @@ def reference_markdown() -> str:
              "defaults:", "", "```", 'parameters: { key: "policy" value: { string_value: "slackfit" } }', "```", "",
              "| parameter | default | allowed | what it does |", "|---|---|---|---|"]
     for name, (lo, hi, text) in PARAMETERS.items():
-        allowed = "a policy below" if lo is None else f"{lo:g} .. {hi:g}" if hi is not None else f">= {lo:g}"
+        allowed = ({"policy": "a policy below", "device": "auto, cpu, cuda:<k>"}[name] if lo is None else
+                   f"{lo:g} .. {hi:g}" if hi is not None else f">= {lo:g}")
         lines.append(f"| `{name}` | `{getattr(defaults, name)}` | {allowed} | {text} |")
     lines += ["", "## Policies", "", "| `policy` | what it serves |", "|---|---|"]
     lines += [f"| `{name}` | {summary} |" for name, (summary, _) in POLICIES.items()]

@@ -60,11 +60,21 @@ class SuperServeCore:
                         profile.get("threads"), config.num_threads)
         if profile.get("space") not in (None, net.space.name):
             raise ValueError(f"profile.json is for SuperNet {profile.get('space')!r}, weights are {net.space.name!r}")
-        self.net = net.eval()
+        self.device = torch.device("cpu" if config.device == "auto" else config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {config.device!r} is set, but torch finds no CUDA GPU here: set device cpu, "
+                             "or instance_group KIND_CPU")
+        if str(profile.get("device", "cpu")).split(" ")[0] != str(self.device):
+            log.warning("profile.json was measured on %s but the model runs on %s: latencies differ",
+                        profile.get("device", "cpu"), self.device)
+        self.net = net.to(self.device).eval()  # before any plan: pre-bound views live where the weights do
         self.config = config
         self.cost = CostModel(Profile.from_dict(profile), config.overhead_per_sample_ms, config.overhead_adapt_rate)
         self.max_batch = self.cost.compute.max_batch
         self.input_shape = tuple(int(d) for d in profile["input_shape"])
+        # On a GPU, a batch goes through one pinned host buffer, copied asynchronously; on the CPU, as it is.
+        self._staging = (torch.empty((self.max_batch, *self.input_shape), pin_memory=True)
+                         if self.device.type == "cuda" else None)
         self.plans = [net.servable_plan(net.space.parse(entry["config"])) for entry in profile["subnets"]]
         self.accuracy = [s.accuracy for s in self.cost.compute.subnets]
         self.transport = transport
@@ -92,7 +102,7 @@ class SuperServeCore:
         for plan in self.plans:
             self.net.actuate(plan)
             for batch in (1, self.max_batch):
-                self.net(torch.zeros((batch, *self.input_shape)))
+                self.net(torch.zeros((batch, *self.input_shape), device=self.device))
 
     # One round -------------------------------------------------------------------------------------
     def serve(self, handles: Sequence[Any]) -> list[Any]:
@@ -172,7 +182,7 @@ class SuperServeCore:
             images = batch[0].payload[2] if len(batch) == 1 else np.concatenate([r.payload[2] for r in batch])
             with torch.inference_mode():
                 self.net.actuate(self.plans[subnet])
-                logits = self.net(torch.from_numpy(images)).numpy()
+                logits = self.net(self._on_device(images)).cpu().numpy()
         except Exception as exc:  # a failure reaches every request of the batch, and only them
             log.exception("batch on SubNet %d failed", subnet)
             for request in batch:
@@ -191,6 +201,14 @@ class SuperServeCore:
             self.policy = self._make_policy()
             self._feasibility.clear()
             self.metrics.cost_model(self.cost.overhead_ns)
+
+    def _on_device(self, images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(images)
+        if self._staging is None:
+            return x
+        staged = self._staging[:x.shape[0]]
+        staged.copy_(x)  # the previous batch's copy is done: its logits came back (.cpu() waits)
+        return staged.to(self.device, non_blocking=True)
 
     def _planned_ns(self, subnet: int, samples: int) -> int:
         return int((1.0 + self.config.latency_safety) * self.cost.profile.latency_ns(subnet, samples))

@@ -49,6 +49,10 @@ def load_supernet(folder: Path) -> tuple[nn.Module, dict]:
     return net.eval(), profile
 
 
+# outputs a deployment may leave out of config.pbtxt (then they are never made): which SubNet served, its accuracy
+OPTIONAL_OUTPUTS = {"SUBNET": ("TYPE_INT32", [1]), "ACCURACY": ("TYPE_FP32", [1])}
+
+
 def check_model_config(model_config: Mapping[str, Any], profile: Mapping[str, Any]) -> None:
     """The Triton model config (JSON form, as ``execute`` sees it) must match the artefacts: input dims, outputs
     and a hand-over that holds at least one largest request. Raises ValueError naming the mismatch."""
@@ -59,10 +63,17 @@ def check_model_config(model_config: Mapping[str, Any], profile: Mapping[str, An
     if dims != [int(d) for d in profile["input_shape"]]:
         raise ValueError(f"config.pbtxt input INPUT has dims {dims}, the SuperNet takes {profile['input_shape']}")
     outputs = {o["name"]: o for o in model_config.get("output", [])}
-    logits = [int(d) for d in outputs.get("LOGITS", {}).get("dims", [])]
-    if logits != [int(profile["num_classes"])]:
-        raise ValueError(f"config.pbtxt output LOGITS has dims {logits}, the SuperNet has "
-                         f"{profile['num_classes']} classes")
+    if "LOGITS" not in outputs:
+        raise ValueError("config.pbtxt needs an output named LOGITS")
+    expected = {"LOGITS": ("TYPE_FP32", [int(profile["num_classes"])]), **OPTIONAL_OUTPUTS}
+    for name, output in outputs.items():
+        if name not in expected:
+            raise ValueError(f"config.pbtxt output {name!r} is not one the model makes: LOGITS, and optionally "
+                             f"{' and '.join(OPTIONAL_OUTPUTS)}")
+        declared = (output.get("data_type"), [int(d) for d in output.get("dims", [])])
+        if declared != expected[name]:
+            raise ValueError(f"config.pbtxt output {name} is {declared[0]} {declared[1]}; the model makes "
+                             f"{expected[name][0]} {expected[name][1]}")
     handover, largest = int(model_config.get("max_batch_size", 0)), int(profile["max_batch_size"])
     if handover < largest:
         raise ValueError(f"config.pbtxt max_batch_size {handover} is below the SuperNet's largest batch "

@@ -13,11 +13,12 @@ import torch
 
 from .network import ElasticResNet
 
-__all__ = ["map_ofa_key", "load_ofa_state_dict", "load_ofa_checkpoint"]
+__all__ = ["map_ofa_key", "ofa_key", "load_ofa_state_dict", "load_ofa_checkpoint", "save_ofa_checkpoint"]
 
 # OFA wraps each dynamic op around a plain layer, doubling names: ``conv.conv.weight``, ``bn.bn.running_mean``,
 # ``linear.linear.bias``. Our operators *are* the layers, so one level goes.
 _DOUBLED = re.compile(r"(^|\.)(conv|bn|linear)\.\2\.(\w+)$")
+_SINGLE = re.compile(r"(^|\.)(conv|bn|linear)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
 
 
 def map_ofa_key(key: str) -> str:
@@ -25,6 +26,11 @@ def map_ofa_key(key: str) -> str:
     if key.startswith("module."):
         key = key[len("module."):]
     return _DOUBLED.sub(r"\1\2.\3", key)
+
+
+def ofa_key(key: str) -> str:
+    """Our state-dict key as OFA's dynamic layers name it (the inverse of ``map_ofa_key``)."""
+    return _SINGLE.sub(r"\1\2.\2.\3", key)
 
 
 def load_ofa_state_dict(net: ElasticResNet, state_dict: dict[str, torch.Tensor]) -> None:
@@ -60,3 +66,8 @@ def load_ofa_checkpoint(net: ElasticResNet, path: str | Path) -> None:
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds no state dict (expected {{'state_dict': {{...}}}})")
     load_ofa_state_dict(net, state)
+
+
+def save_ofa_checkpoint(net: ElasticResNet, path: str | Path) -> None:
+    """Write ``net``'s weights as an OFA checkpoint file (``{"state_dict": ...}`` under OFA's key names)."""
+    torch.save({"state_dict": {ofa_key(k): v for k, v in net.state_dict().items()}}, path)

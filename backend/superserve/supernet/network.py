@@ -167,7 +167,7 @@ class ElasticResNet(nn.Module):
             try:
                 self.actuate(plan)
                 size = self.space.input_size
-                self(torch.zeros(1, self.space.in_channels, size, size))
+                self(torch.zeros(1, self.space.in_channels, size, size, device=self.classifier.linear.weight.device))
                 recorded = self.cell.recording
             finally:
                 self.cell.recording = None
@@ -231,8 +231,8 @@ class ElasticResNet(nn.Module):
         """
         ids = list(stats)
         for name, layer in self.norm_layers().items():
-            mean = torch.zeros(len(ids), layer.num_features)
-            var = torch.ones(len(ids), layer.num_features)
+            mean = torch.zeros(len(ids), layer.num_features, device=layer.weight.device)
+            var = torch.ones(len(ids), layer.num_features, device=layer.weight.device)
             for row, subnet_id in enumerate(ids):
                 if name in stats[subnet_id]:
                     m, v = stats[subnet_id][name]
@@ -259,7 +259,7 @@ class ElasticResNet(nn.Module):
             if table.shape != (2, len(state["subnet_ids"]), layer.num_features):
                 raise ValueError(f"SubnetNorm statistics of {name} have shape {tuple(table.shape)}, expected "
                                  f"(2, {len(state['subnet_ids'])}, {layer.num_features})")
-            layer.subnet_mean, layer.subnet_var = table[0].clone(), table[1].clone()
+            layer.subnet_mean, layer.subnet_var = (t.to(layer.weight.device, copy=True) for t in table)
         self.subnet_rows = {subnet_id: row for row, subnet_id in enumerate(state["subnet_ids"])}
         self._plans.clear()
         self._inference_plans.clear()

@@ -7,13 +7,14 @@ sends at once through that request's sender (its list entry is then None).
 
 import json
 import sys
+from dataclasses import replace
 import threading
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from superserve.serving.config import parse_config
+from superserve.serving.config import parse_config, resolve_device
 from superserve.serving.core import SuperServeCore
 from superserve.serving.metrics import HISTOGRAMS, OUTCOMES, MetricsBuffer
 from superserve.serving.stub_guard import exit_with_server
@@ -25,7 +26,9 @@ GIL_SWITCH_INTERVAL_S = 0.0002
 class _Transport:
     """Reads Triton requests and makes their responses for the core."""
 
-    def __init__(self):
+    def __init__(self, outputs):
+        # SUBNET and ACCURACY are optional in config.pbtxt; with LOGITS alone, no request can ask for them
+        self._labelled = bool({"SUBNET", "ACCURACY"} & set(outputs))
         self._labels = {}  # (subnet, n) -> (SUBNET, ACCURACY) arrays, reused across requests
         # pb_utils' error codes exist only once the stub runs the model (not while it auto-completes the config)
         self._final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -41,27 +44,30 @@ class _Transport:
         return request.parameters()
 
     def result(self, request, logits, subnet, accuracy):
+        # Only the outputs the request asked for (a client that names none asks for all): every output tensor
+        # costs Triton a buffer and a copy, and perf_analyzer asks for every output the config declares.
+        if not self._labelled:
+            return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("LOGITS", logits)])
+        wanted = request.requested_output_names()
         n = logits.shape[0]
         labels = self._labels.get((subnet, n))
         if labels is None:
             labels = self._labels[(subnet, n)] = (np.full((n, 1), subnet, np.int32),
                                                   np.full((n, 1), accuracy, np.float32))
         # A Tensor keeps the shared memory it was written to: one per response, never reused.
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("LOGITS", logits),
-                                                          pb_utils.Tensor("SUBNET", labels[0]),
-                                                          pb_utils.Tensor("ACCURACY", labels[1])])
+        tensors = [pb_utils.Tensor("LOGITS", logits)] if "LOGITS" in wanted else []
+        if "SUBNET" in wanted:
+            tensors.append(pb_utils.Tensor("SUBNET", labels[0]))
+        if "ACCURACY" in wanted:
+            tensors.append(pb_utils.Tensor("ACCURACY", labels[1]))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def error(self, code, message):
         return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, self._codes[code]))
 
     def send(self, request, response):
-        # The sender drops outputs the client did not ask for with the GIL released (python_backend r24.10),
-        # and freeing a Tensor's array without the GIL kills the stub: send only the requested outputs.
-        wanted = request.requested_output_names()
-        tensors = response.output_tensors()
-        if any(t.name() not in wanted for t in tensors):
-            response = pb_utils.InferenceResponse(output_tensors=[t for t in tensors if t.name() in wanted],
-                                                  error=response.error())
+        # Responses hold only requested outputs: the sender drops the others with the GIL released
+        # (python_backend r24.10), and freeing a Tensor's array without the GIL kills the stub.
         request.get_response_sender().send(response, flags=self._final)
 
     def is_cancelled(self, request):
@@ -142,16 +148,20 @@ class TritonPythonModel:
         name = args["model_name"]
         try:
             config = parse_config(model_config.get("parameters", {}), name)
+            # auto: where Triton placed this instance (instance_group kind and device)
+            config = replace(config, device=resolve_device(config.device, args["model_instance_kind"],
+                                                           args["model_instance_device_id"]))
             folder = Path(args["model_repository"]) / args["model_version"]
             net, profile = load_served_supernet(folder, model_config)
+            buffer = MetricsBuffer()
+            outputs = [o["name"] for o in model_config["output"]]
+            self.core = SuperServeCore(net, profile, config, _Transport(outputs), buffer,
+                                       handover_samples=int(model_config["max_batch_size"]))
         except (ValueError, FileNotFoundError) as exc:
             raise pb_utils.TritonModelException(f"model {name!r} failed to load: {exc}") from exc
-        buffer = MetricsBuffer()
-        self.core = SuperServeCore(net, profile, config, _Transport(), buffer,
-                                   handover_samples=int(model_config["max_batch_size"]))
         self.exporter = _PrometheusExporter(name, len(profile["subnets"]), buffer)
-        pb_utils.Logger.log_info(f"{name}: {len(profile['subnets'])} SubNets served, policy {config.policy}, "
-                                 f"{config.num_threads} torch thread(s)")
+        pb_utils.Logger.log_info(f"{name}: {len(profile['subnets'])} SubNets served on {config.device}, policy "
+                                 f"{config.policy}, {config.num_threads} torch thread(s)")
 
     def execute(self, requests):
         return self.core.serve(requests)

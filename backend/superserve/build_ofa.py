@@ -1,0 +1,121 @@
+"""Turn your own OFA ResNet-50 checkpoint and images into a served SuperServe model. Nothing is downloaded.
+
+    .venv/bin/python -m superserve.build_ofa --checkpoint ofa_resnet50.pth --images DIR \\
+        --out model_repository/ofa_resnet50 [--resolution 224] [--subnets subnets.json | --candidates 40]
+
+``--checkpoint``: a local file in OFA's format (``{"state_dict": ...}`` with OFA's key names, as OFA publishes
+its ResNet-50 SuperNet). ``--images``: a local folder with one sub-folder of images per class, split per class
+into calibration, validation and test images (``superserve.imagefolder``; the class order is the sorted folder
+names unless ``--classes`` lists them). ``--subnets``: a JSON list of SubNets in OFA's ``{"d", "e", "w"}`` form
+(or ours); without it, the largest, the smallest and ``--candidates`` sampled SubNets compete.
+
+Writes a Triton model folder: ``config.pbtxt`` (input ``INPUT`` FP32 [3, R, R], ImageNet-normalised, channels
+first; outputs ``LOGITS``, ``SUBNET``, ``ACCURACY``) and version ``1/`` with ``supernet.pt``, ``subnet_norm.pt``,
+``profile.json`` and the shared adapter ``model.py``. Inside the model repository, ``make serve`` then serves it
+beside the default models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from .build import MAX_BATCH, build
+from .imagefolder import load_image_folder
+from .supernet import OFA_RESNET50, ElasticResNet
+from .supernet.artefacts import OPTIONAL_OUTPUTS
+from .supernet.checkpoint import load_ofa_checkpoint
+from .tritonenv import REPO_ROOT
+
+__all__ = ["build_ofa", "model_config", "main"]
+
+ADAPTER = REPO_ROOT / "model_repository" / "superserve" / "1" / "model.py"
+HANDOVER_BATCHES = 16  # one execute() takes up to this many largest batches, as the shipped models do
+
+
+def model_config(name: str, resolution: int, num_classes: int, max_batch: int, device: str = "cpu") -> str:
+    """``config.pbtxt`` text for a SuperServe model of 3xRxR images (the shipped models' serving defaults), its
+    instance on ``device`` (``cuda:<k>``: KIND_GPU on GPU k; the model's ``device`` setting follows it)."""
+    config = model_config_pb2.ModelConfig(name=name, backend="python", max_batch_size=max_batch * HANDOVER_BATCHES)
+    fp32, int32 = model_config_pb2.DataType.TYPE_FP32, model_config_pb2.DataType.TYPE_INT32
+    config.input.add(name="INPUT", data_type=fp32, dims=[3, resolution, resolution])
+    config.output.add(name="LOGITS", data_type=fp32, dims=[num_classes])
+    for output, (kind, dims) in OPTIONAL_OUTPUTS.items():
+        config.output.add(name=output, data_type=fp32 if kind == "TYPE_FP32" else int32, dims=dims)
+    config.dynamic_batching.max_queue_delay_microseconds = 0
+    group = model_config_pb2.ModelInstanceGroup
+    if device.startswith("cuda"):
+        config.instance_group.add(count=1, kind=group.KIND_GPU, gpus=[int(device.partition(":")[2] or 0)])
+    else:
+        config.instance_group.add(count=1, kind=group.KIND_CPU)
+    return text_format.MessageToString(config)
+
+
+def build_ofa(checkpoint: Path, images: Path, out: Path, resolution: int = 224, subnets: list | None = None,
+              candidates: int = 40, max_batch: int = MAX_BATCH, repeats: int = 7, threads: int = 1,
+              calibration: float = 0.2, validation: float = 0.3, per_class: int | None = None,
+              classes: list[str] | None = None, seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
+    """Build the model folder ``out`` (its name is the Triton model's); returns the profile."""
+    out = Path(out)
+    version = out / "1"
+    net = ElasticResNet(OFA_RESNET50)
+    load_ofa_checkpoint(net, checkpoint)
+    version.mkdir(parents=True, exist_ok=True)
+    torch.save({"space": OFA_RESNET50.name, "state_dict": net.state_dict()}, version / "supernet.pt")
+    del net
+    data = load_image_folder(images, resolution, calibration, validation, per_class, classes, seed, progress)
+    if int(data.val_y.max()) >= OFA_RESNET50.num_classes:
+        raise ValueError(f"{images} has more classes than the SuperNet's {OFA_RESNET50.num_classes}")
+    pool = None if subnets is None else [OFA_RESNET50.parse(s) for s in subnets]
+    profile = build(version, candidates, repeats, threads, seed, progress=progress, data=data, subnets=pool,
+                    max_batch=max_batch, device=device)
+    (out / "config.pbtxt").write_text(model_config(out.name, resolution, OFA_RESNET50.num_classes, max_batch,
+                                                   device))
+    adapter = version / "model.py"
+    if adapter.is_symlink() or adapter.exists():
+        adapter.unlink()
+    adapter.symlink_to(os.path.relpath(ADAPTER, version))
+    return profile
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, required=True, help="local OFA ResNet-50 checkpoint file")
+    p.add_argument("--images", type=Path, required=True, help="local folder of class folders of images")
+    p.add_argument("--out", type=Path, required=True, help="the Triton model folder to write, e.g. "
+                                                            "model_repository/ofa_resnet50")
+    p.add_argument("--resolution", type=int, default=224, help="input height and width the model serves")
+    p.add_argument("--subnets", type=Path, help="JSON list of candidate SubNets (OFA's {d, e, w} or ours)")
+    p.add_argument("--candidates", type=int, default=40, help="sampled candidates when --subnets is not given")
+    p.add_argument("--max-batch", type=int, default=MAX_BATCH, help="largest batch profiled and served")
+    p.add_argument("--repeats", type=int, default=7, help="timed forward passes per (SubNet, batch size)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads while profiling; serve with the same")
+    p.add_argument("--calibration", type=float, default=0.2, help="fraction of each class for SubnetNorm")
+    p.add_argument("--validation", type=float, default=0.3, help="fraction of each class that picks SubNets; "
+                                                                 "the rest is the test split")
+    p.add_argument("--per-class", type=int, help="read at most this many images per class (all are in memory)")
+    p.add_argument("--classes", type=Path, help="text file, one class folder name per line, in output order")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda:<k>: where it is profiled and served")
+    args = p.parse_args(argv)
+    subnets = json.loads(args.subnets.read_text()) if args.subnets else None
+    classes = args.classes.read_text().split() if args.classes else None
+    try:
+        profile = build_ofa(args.checkpoint, args.images, args.out, args.resolution, subnets, args.candidates,
+                            args.max_batch, args.repeats, args.threads, args.calibration, args.validation,
+                            args.per_class, classes, args.seed, args.device)
+    except (ValueError, FileNotFoundError) as exc:
+        p.error(str(exc))
+    served = profile["subnets"]
+    print(f"{len(served)} SubNets served, accuracy {served[0]['accuracy']:.3f}..{served[-1]['accuracy']:.3f} on "
+          f"{profile['splits']['test']['size']} test images -> {args.out} (serve it: make serve)")
+
+
+if __name__ == "__main__":
+    main()
