@@ -66,6 +66,9 @@ def test_the_build_writes_a_servable_model_folder(built):
     profile = json.loads((out / "1" / "profile.json").read_text())
     assert profile["family"] == "resnet" and profile["space"] == "ofa_resnet50"
     assert profile["input_shape"] == [3, RESOLUTION, RESOLUTION] and profile["num_classes"] == 1000
+    spec = profile["input_spec"]
+    assert spec["shape"] == [3, RESOLUTION, RESOLUTION] and spec["mean"] == [0.485, 0.456, 0.406]
+    assert "centre crop 32x32" in spec["preprocessing"]
     assert {k: v["size"] for k, v in profile["splits"].items()} == {"calibration": 3, "validation": 6, "test": 9}
     assert profile["max_batch_size"] == 4 and 1 <= len(profile["subnets"]) <= 3
     assert all(list(s["latency_ms"]) == ["1", "2", "3", "4"] for s in profile["subnets"])

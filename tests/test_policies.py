@@ -218,9 +218,20 @@ def test_slackfit_lookahead_keeps_spare_capacity_at_the_arrival_rate():
         return q
 
     now = 998 * MS
-    # SubNet 2 costs 10 ms per full batch of 4: 2.5 ms a sample, 1.25 s of work per second at 500 req/s
+    # one request waits: a batch of 1 costs SubNet 2 4 ms (2 s of work per second at 500 req/s), SubNet 1 2 ms
+    # (1 s), SubNet 0 1 ms (0.5 s); a full batch's cost per sample would have passed SubNet 1 (0.625 s)
     assert make_policy("slackfit-la", PROFILE).decide(busy_queue(), now) == Decision(2, 1)
-    capped = make_policy("slackfit-la", PROFILE, max_utilization=0.9)
-    assert capped.decide(busy_queue(), now) == Decision(1, 1)  # 0.625 s per second: under 0.9
+    assert make_policy("slackfit-la", PROFILE, max_utilization=0.9).decide(busy_queue(), now) == Decision(0, 1)
+    assert make_policy("slackfit-la", PROFILE, max_utilization=0.99).decide(busy_queue(), now) == Decision(0, 1)
     # when even the cheapest SubNet is over the cap, it still serves (the cap never sheds by itself)
     assert make_policy("slackfit-la", PROFILE, max_utilization=0.1).decide(busy_queue(), now) == Decision(0, 1)
+
+
+def test_slackfit_lookahead_prices_the_batch_it_would_run_not_a_full_one():
+    q = EDFQueue(rate_window_ns=100 * MS)
+    for i in range(500):  # 500 req/s for 1 s, the last four still waiting
+        q.push(QueuedRequest(i * 2 * MS + 100 * MS, i * 2 * MS, 0, 2))
+    while len(q) > 4:
+        q.pop_head()
+    # a batch of 4: SubNet 2 costs 2.5 ms a sample (1.25 s per second), SubNet 1 1.25 ms (0.625 s)
+    assert make_policy("slackfit-la", PROFILE, max_utilization=0.9).decide(q, 998 * MS) == Decision(1, 4)

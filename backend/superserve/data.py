@@ -51,6 +51,11 @@ class DigitSplits:
     indices: dict[str, np.ndarray]
     name: str  # what profile.json records as the data set
 
+    def input_spec(self) -> dict:
+        """What a client sends (``profile.json`` records it)."""
+        return {"name": "INPUT", "dtype": "FP32", "shape": list(self.test_x.shape[1:]),
+                "values": "grey pixels scaled to [0, 1], white digit on black"}
+
     def describe(self) -> dict:
         """What ``profile.json`` records of the splits: sizes, roles and a fingerprint of each index set."""
         roles = {"train": "trains the SuperNet", "calibration": "SubnetNorm statistics (the first train images)",

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 __all__ = ["ImageSplits", "load_image_folder", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_SUFFIXES"]
 
@@ -40,6 +41,14 @@ class ImageSplits:
     test_y: torch.Tensor
     files: dict[str, list[str]]  # split -> image paths relative to the root, in tensor order
     name: str  # what profile.json records as the data set
+
+    def input_spec(self) -> dict:
+        """What a client sends (``profile.json`` records it)."""
+        resolution = int(self.test_x.shape[-1])
+        return {"name": "INPUT", "dtype": "FP32", "shape": list(self.test_x.shape[1:]), "layout": "RGB, channels first",
+                "preprocessing": f"shorter side resized to {round(resolution / CROP_FRACTION)}, centre crop "
+                                 f"{resolution}x{resolution}, scaled to [0, 1], then (x - mean) / std",
+                "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
     def describe(self) -> dict:
         roles = {"calibration": "SubnetNorm statistics (labels unused)",
@@ -79,8 +88,6 @@ def load_image_folder(root: Path, resolution: int, calibration: float = 0.2, val
                       progress: bool = True) -> ImageSplits:
     """Split every class of ``root`` into calibration, validation and test (the rest) by the given fractions;
     ``per_class`` caps the images read per class."""
-    from tqdm import tqdm
-
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no image folder at {root}")

@@ -7,8 +7,8 @@ sends at once through that request's sender (its list entry is then None).
 
 import json
 import sys
-from dataclasses import replace
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
