@@ -179,3 +179,13 @@ def test_pooling_benchmark_runs_matches_traces_by_relative_load_and_finds_domina
                                                         "rows": [{"system": "INFaaS", "slo_attainment": 1.0,
                                                                   "mean_serving_accuracy": 0.938}]}]}
     assert pool([lone])["bursty 0.7x CV² 8"][0]["runs"] == [{"slo_attainment": 1.0, "mean_serving_accuracy": 0.938}]
+
+
+def test_benchmark_systems_have_distinct_labels_even_when_subnets_tie_on_accuracy():
+    from superserve_bench.bench import systems_for
+
+    accuracies = [0.895, 0.931, 0.935, 0.935, 0.936, 0.941]
+    profile = {"subnets": [{"accuracy": a} for a in accuracies]}
+    labels = [s.label for s in systems_for(profile)]
+    assert len(set(labels)) == len(labels) == 4 + 6
+    assert "Clipper+ 0.935" in labels and "Clipper+ 0.935 (SubNet 3)" in labels

@@ -56,6 +56,8 @@ def systems_for(profile: dict) -> list[System]:
     for i in six:
         accuracy = profile["subnets"][i]["accuracy"]
         label = f"{FIXED_PREFIX} {accuracy:.3f}" + (" (INFaaS)" if i == 0 else "")
+        if any(s.label == label for s in out):  # two SubNets as accurate: runs and rows are keyed by label
+            label += f" (SubNet {i})"
         out.append(System(label, f"native_{i}", subnet=i, accuracy=accuracy))
     return out
 
