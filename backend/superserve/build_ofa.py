@@ -22,14 +22,13 @@ import json
 import os
 from pathlib import Path
 
-import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from .build import MAX_BATCH, build
 from .imagefolder import load_image_folder
 from .supernet import OFA_RESNET50, ElasticResNet
-from .supernet.artefacts import OPTIONAL_OUTPUTS
+from .supernet.artefacts import OPTIONAL_OUTPUTS, save_weights
 from .supernet.checkpoint import load_ofa_checkpoint
 from .tritonenv import REPO_ROOT
 
@@ -67,7 +66,7 @@ def build_ofa(checkpoint: Path, images: Path, out: Path, resolution: int = 224, 
     net = ElasticResNet(OFA_RESNET50)
     load_ofa_checkpoint(net, checkpoint)
     version.mkdir(parents=True, exist_ok=True)
-    torch.save({"space": OFA_RESNET50.name, "state_dict": net.state_dict()}, version / "supernet.pt")
+    save_weights(net, version)
     del net
     data = load_image_folder(images, resolution, calibration, validation, per_class, classes, seed, progress)
     if int(data.val_y.max()) >= OFA_RESNET50.num_classes:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .data import load_digits
 from .supernet import SPACES, new_supernet
-from .supernet.artefacts import load_supernet
+from .supernet.artefacts import load_supernet, save_weights
 
 __all__ = ["train_supernet", "augment", "main"]
 
@@ -123,9 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     net, log = train_supernet(args.space, args.epochs, args.batch_size, args.lr, args.random_subnets, args.seed,
                               teacher=load_teacher(args.teacher) if args.teacher else None)
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.save({"space": args.space, "state_dict": net.state_dict()}, args.out / "supernet.pt")
+    weights = save_weights(net, args.out)
     (args.out / "train_log.json").write_text(json.dumps(log, indent=2))
-    print(f"trained {args.space} in {log['train_seconds']:.0f} s -> {args.out / 'supernet.pt'}")
+    print(f"trained {args.space} in {log['train_seconds']:.0f} s -> {weights}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,14 @@ from torch import nn
 
 from .families import family_of, new_supernet
 
-__all__ = ["load_weights", "load_supernet", "load_served_supernet", "check_model_config"]
+__all__ = ["save_weights", "load_weights", "load_supernet", "load_served_supernet", "check_model_config"]
+
+
+def save_weights(net: nn.Module, folder: Path) -> Path:
+    """Write ``folder/supernet.pt``: the SuperNet's weights and the name of its space (``load_weights`` reads it)."""
+    path = Path(folder) / "supernet.pt"
+    torch.save({"space": net.space.name, "state_dict": net.state_dict()}, path)
+    return path
 
 
 def load_weights(folder: Path) -> nn.Module:
