@@ -208,30 +208,85 @@ def test_edf_queue_estimates_the_recent_arrival_rate():
     assert q.arrival_rate(1099 * MS) == pytest.approx(1000 / 2.718281828, rel=0.01)  # decays with no arrivals
 
 
-def test_slackfit_lookahead_keeps_spare_capacity_at_the_arrival_rate():
-    def busy_queue():
-        q = EDFQueue(rate_window_ns=100 * MS)
-        for i in range(500):  # 500 req/s for 1 s; all but the last one already served
-            q.push(QueuedRequest(i * 2 * MS + 100 * MS, i * 2 * MS, 0, 2))
-        while len(q) > 1:
-            q.pop_head()
-        return q
-
-    now = 998 * MS
-    # one request waits: a batch of 1 costs SubNet 2 4 ms (2 s of work per second at 500 req/s), SubNet 1 2 ms
-    # (1 s), SubNet 0 1 ms (0.5 s); a full batch's cost per sample would have passed SubNet 1 (0.625 s)
-    assert make_policy("slackfit-la", PROFILE).decide(busy_queue(), now) == Decision(2, 1)
-    assert make_policy("slackfit-la", PROFILE, max_utilization=0.9).decide(busy_queue(), now) == Decision(0, 1)
-    assert make_policy("slackfit-la", PROFILE, max_utilization=0.99).decide(busy_queue(), now) == Decision(0, 1)
-    # when even the cheapest SubNet is over the cap, it still serves (the cap never sheds by itself)
-    assert make_policy("slackfit-la", PROFILE, max_utilization=0.1).decide(busy_queue(), now) == Decision(0, 1)
-
-
-def test_slackfit_lookahead_prices_the_batch_it_would_run_not_a_full_one():
+def _steady_queue(rate_per_s, slo_ms=100.0, waiting=1, seconds=1.0):
+    """A queue after ``seconds`` of arrivals at ``rate_per_s``, all but the last ``waiting`` already served;
+    returns it and the arrival time of the last request."""
     q = EDFQueue(rate_window_ns=100 * MS)
-    for i in range(500):  # 500 req/s for 1 s, the last four still waiting
-        q.push(QueuedRequest(i * 2 * MS + 100 * MS, i * 2 * MS, 0, 2))
-    while len(q) > 4:
+    gap = int(1e9 / rate_per_s)
+    count = int(seconds * rate_per_s)
+    for i in range(count):
+        q.push(QueuedRequest(i * gap + int(slo_ms * MS), i * gap, 0, 2))
+    while len(q) > waiting:
         q.pop_head()
-    # a batch of 4: SubNet 2 costs 2.5 ms a sample (1.25 s per second), SubNet 1 1.25 ms (0.625 s)
-    assert make_policy("slackfit-la", PROFILE, max_utilization=0.9).decide(q, 998 * MS) == Decision(1, 4)
+    return q, (count - 1) * gap
+
+
+def test_slackfit_lookahead_keeps_spare_capacity_at_the_arrival_rate():
+    def decide(max_utilization, rate=500, slo_ms=100.0):
+        q, now = _steady_queue(rate, slo_ms)
+        return make_policy("slackfit-la", PROFILE, max_utilization=max_utilization).decide(q, now)
+
+    # 500 req/s leave 2 ms of server time per sample. SubNet 2 costs 4, 3, 2.7, 2.5 ms a sample in batches of
+    # 1..4: over any cap. SubNet 1 costs 2, 1.5, 1.3, 1.25 ms: at a cap of 0.9 batches settle at 2 (1.5 / 0.9
+    # <= 2); at 0.6 none does. SubNet 0, the fastest, is never capped.
+    assert decide(1.0) == Decision(2, 1)  # no cap
+    assert decide(0.9) == Decision(1, 1)
+    assert decide(0.6) == Decision(0, 1)
+    assert decide(0.1) == Decision(0, 1)  # the cap never sheds by itself
+    # a request waits for one settled batch and runs in the next: SubNet 1 settles at 2 (3 ms), so 6 ms
+    assert decide(0.9, slo_ms=6.0) == Decision(1, 1)
+    assert decide(0.9, slo_ms=5.9) == Decision(0, 1)
+
+
+def test_slackfit_lookahead_prices_the_batch_a_steady_load_settles_to_not_the_one_at_hand():
+    # one request at hand, whatever the load: the settled batch grows with the rate until it no longer fits
+    assert make_policy("slackfit-la", PROFILE, max_utilization=0.9).decide(*_steady_queue(700)) == Decision(1, 1)
+    assert make_policy("slackfit-la", PROFILE, max_utilization=0.9).decide(*_steady_queue(900)) == Decision(0, 1)
+    policy = make_policy("slackfit-la", PROFILE, max_utilization=0.9)
+    assert [policy.settles(1, rate, 100 * MS) for rate in (500, 700, 900)] == [True, True, False]
+    assert policy.settles(1, 700, 10 * MS) and not policy.settles(1, 700, 9 * MS)  # settles at 4: 2 x 5 ms
+
+
+def test_slackfit_lookahead_leaves_time_for_the_requests_it_cannot_see_yet():
+    def decide(unseen_ago_ms, slo_ms=6.0, rate=1000):
+        q, now = _steady_queue(rate, slo_ms, seconds=0.3)  # the burst rate
+        q.unseen_since_ns = None if unseen_ago_ms is None else now - int(unseen_ago_ms * MS)
+        return make_policy("slackfit-la", PROFILE).decide(q, now)
+
+    # Everything is in the queue: the head's 6 ms fit SubNet 2.
+    assert decide(None) == Decision(2, 1)
+    # Triton holds what arrived since the round started (just now): SubNet 2's 4 ms let 4 arrive at 1,000/s, a
+    # batch of the fastest SubNet takes 2.5 ms, and 6.5 ms > 6; SubNet 1's 2 ms let 2 arrive, 1.5 ms: 3.5 ms fit.
+    assert decide(0.0) == Decision(1, 1)
+    # the round started 3 ms ago: more wait already and their first deadline is 3 ms nearer: only the fastest
+    assert decide(3.0) == Decision(0, 1)
+    # a loose SLO leaves room for them all
+    assert decide(3.0, slo_ms=40.0) == Decision(2, 1)
+    # a burst the fastest SubNet cannot keep up with (4 samples in 2.5 ms: 1,600/s) leaves it alone, SLO or not
+    assert decide(None, slo_ms=40.0, rate=2000) == Decision(0, 1)
+    assert decide(None, slo_ms=40.0, rate=1500) == Decision(2, 1)
+
+
+def test_edf_queue_sees_a_burst_on_its_short_time_constant():
+    q = EDFQueue(rate_window_ns=500 * MS, burst_window_ns=50 * MS)
+    for i in range(1000):  # 1,000 req/s for 1 s
+        q.push(QueuedRequest(10**12, i * MS, 0, 2))
+    assert q.arrival_rate(999 * MS, burst=True) == pytest.approx(1000, rel=0.02)
+    for i in range(100):  # then 100 in 10 ms
+        q.push(QueuedRequest(10**12, 1000 * MS + i * MS // 10, 0, 2))
+    now = 1010 * MS
+    assert q.arrival_rate(now) == pytest.approx(1045, rel=0.02)  # the long estimate moves by a fifth
+    assert q.arrival_rate(now, burst=True) == pytest.approx(2620, rel=0.02)  # the short one sees the burst
+    assert q.arrival_rate(now + 500 * MS, burst=True) == q.arrival_rate(now + 500 * MS)  # never below the long one
+
+
+def test_a_hand_over_counts_as_a_burst_rate_for_its_round():
+    q = EDFQueue(rate_window_ns=500 * MS, burst_window_ns=50 * MS)
+    q.start_round(100 * MS, 90 * MS, 100 * MS, 20)  # 20 arrived over the last 10 ms: 2,000/s
+    for i in range(20):
+        q.push(QueuedRequest(10**12, 90 * MS + i * MS // 2, 0, 2))
+    assert q.unseen_since() == 100 * MS
+    assert q.arrival_rate(100 * MS, burst=True) == pytest.approx(2000)
+    assert q.arrival_rate(100 * MS) == pytest.approx(40, rel=0.05)  # the long estimate: 20 in 0.5 s
+    q.start_round(200 * MS, 200 * MS, 200 * MS, 1)  # a round that found the model idle says nothing of the rate
+    assert q.arrival_rate(200 * MS, burst=True) < 100  # back to the time constants' estimates

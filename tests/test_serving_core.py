@@ -1,6 +1,8 @@
 """The Triton-agnostic serving core: config, request checks, dispatcher and core with a fake transport."""
 
 import json
+import threading
+import time
 from dataclasses import fields
 
 import numpy as np
@@ -139,17 +141,31 @@ def test_a_back_to_back_round_arrived_while_the_previous_one_ran():
     assert arrivals == [100 * MS, 104 * MS, 108 * MS, 112 * MS, 116 * MS]  # spread in arrival order
 
 
-def test_after_a_full_round_the_next_may_be_as_old_as_its_oldest():
+def test_a_round_that_returned_more_answers_is_given_longer_to_turn_around():
+    clock = HandoverClock(capacity_samples=64, max_request_samples=4, idle_gap_ns=1 * MS,
+                          idle_gap_per_answer_ns=MS // 4)
+    clock.start(100 * MS, 30)
+    clock.end(120 * MS, answers=30)  # Triton makes 30 responses before the next hand-over: 1 + 7.5 ms
+    assert clock.start(125 * MS, 10) == 100 * MS  # 5 ms later is still its turnaround: not idle
+    clock.end(130 * MS, answers=2)  # 1.5 ms
+    assert clock.start(132 * MS, 1) == 132 * MS  # idle
+
+
+def test_after_a_full_round_the_next_arrived_after_its_newest():
     clock = HandoverClock(capacity_samples=16, max_request_samples=4, idle_gap_ns=1 * MS)
-    clock.start(100 * MS, 4)
+    clock.start(100 * MS, 4, 4)
+    assert clock.unseen_since() == 100 * MS  # not full: what Triton holds arrived after this round started
     clock.end(110 * MS)
-    assert clock.start(110 * MS, 16) == 100 * MS  # full: Triton may have kept more behind
+    assert clock.start(110 * MS, 16, 8) == 100 * MS  # not idle: arrived while the previous round ran
+    # full: Triton may have kept more behind, queued after this round's newest, dated 100 + 10 x 7/8 ms
+    assert clock.unseen_since() == 108_750_000
     clock.end(130 * MS)
-    assert clock.start(130 * MS, 13) == 100 * MS  # 13 + a largest request of 4 might not have fit: full too
+    assert clock.start(130 * MS, 13, 4) == 108_750_000  # 13 + a largest request of 4 might not have fit: full too
     clock.end(140 * MS)
-    assert clock.start(140 * MS, 3) == 100 * MS
+    assert clock.start(140 * MS, 3, 3) == 108_750_000 + (130 * MS - 108_750_000) * 3 // 4
     clock.end(145 * MS)
-    assert clock.start(145 * MS, 3) == 140 * MS  # the previous round was not full
+    assert clock.start(145 * MS, 3, 3) == 140 * MS  # the previous round was not full
+    assert clock.unseen_since() == 145 * MS
 
 
 # The learned cost model ---------------------------------------------------------------------------------
@@ -175,6 +191,23 @@ def test_one_stall_moves_the_learned_overhead_little_and_a_full_batch_weighs_mor
     small.observe(1, 1, PROFILE.latency_ns(1, 1) + 0.6 * MS)  # 0.6 ms per sample
     big.observe(1, full, PROFILE.latency_ns(1, full) + full * 0.6 * MS)
     assert big.overhead_ns - 0.4 * MS == pytest.approx(full * (small.overhead_ns - 0.4 * MS))
+
+
+def test_the_cost_model_learns_a_slowdown_fast_and_plans_never_below_the_profile():
+    full = PROFILE.max_batch
+    cost = CostModel(PROFILE, 0.0, 0.0, slowdown_rate=0.5)
+    base = PROFILE.latency_ns(2, full)
+    assert cost.observe(2, full, 2 * base)  # a full batch twice as long as planned: half way there, a new plan
+    assert cost.slowdown == cost.planned_slowdown == pytest.approx(1.5)
+    assert cost.profile.latency_ns(2, full) == base  # the profile stays as measured; the policy plans x1.5
+    assert not cost.observe(2, 1, PROFILE.latency_ns(2, 1) * 3 // 2)  # a batch of 1 weighs 1/2 and agrees
+    cost.observe(2, full, 20 * base)  # a stall counts 3x slow at most
+    assert cost.slowdown == pytest.approx(1.5 + 0.5 * (3.0 - 1.5))
+    for _ in range(10):  # faster than profiled: learned, but planned as profiled
+        cost.observe(2, full, base // 2)
+    assert cost.slowdown == pytest.approx(0.5, abs=0.01) and cost.planned_slowdown == 1.0
+    off = CostModel(PROFILE, 0.0, 0.0)
+    assert not off.observe(2, full, 3 * base) and off.slowdown == 1.0
 
 
 # The core: one round per hand-over, with a real (small, untrained) SuperNet and a fake clock ---------------
@@ -256,7 +289,8 @@ class _TimedNet(torch.nn.Module):
 def _core(served_net, clock, **config):
     net, profile, _ = served_net
     transport = _FakeTransport(clock)
-    settings = dict(max_slo_ms=100_000, overhead_per_sample_ms=0.0, overhead_adapt_rate=0.0, margin_ms=0.0)
+    settings = dict(max_slo_ms=100_000, overhead_per_sample_ms=0.0, overhead_adapt_rate=0.0, margin_ms=0.0,
+                    max_hold_ms=10_000.0)
     timed = _TimedNet(net, profile, clock)
     core = SuperServeCore(timed, profile, ServingConfig(**{**settings, **config}), transport, clock=clock,
                           handover_samples=64)
@@ -317,6 +351,42 @@ def test_an_answer_that_cannot_wait_for_the_rest_of_the_round_is_sent_at_once(se
     assert responses[:4] == [None] * 4  # answered through their senders
     assert [r[1] for r in responses[4:]] == [f"loose{i}" for i in range(4)]  # held for the list
     assert all(response[0] == "result" for _, response in transport.sent)
+
+
+def test_an_answer_waits_for_later_batches_of_its_round_at_most_max_hold(served_net):
+    clock = _FakeClock()
+    core, transport = _core(served_net, clock, policy="fixed:1", max_hold_ms=7.0)
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    # three batches of 4 on SubNet 1, 12 ms each, loose SLOs: the first batch's answers would wait 12 ms for the
+    # second, longer than 7 ms, so they go out early; so do the second's; the last batch's return in the list
+    requests = [_Request(f"r{i}", x, {"slo_ms": 1000}) for i in range(12)]
+    responses = core.serve(requests)
+    assert [name for name, _ in transport.sent] == [f"r{i}" for i in range(8)]
+    assert responses[:8] == [None] * 8 and [r[1] for r in responses[8:]] == [f"r{i}" for i in range(8, 12)]
+
+
+def test_early_answers_go_out_from_the_sender_thread_and_a_failed_send_comes_back_in_the_list(served_net):
+    clock = _FakeClock()
+    core, transport = _core(served_net, clock, policy="fixed:1")
+    senders = []
+
+    def slow_send(request, response):  # blocks, as Triton's does until the parent process has the response
+        senders.append(threading.current_thread().name)
+        time.sleep(0.02)
+        if request.name == "tight1":
+            raise RuntimeError("the response sender is closed")
+        transport.sent.append((request.name, response))
+
+    transport.send = slow_send
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    requests = [_Request(f"tight{i}", x, {"slo_ms": 14}) for i in range(4)]
+    requests += [_Request(f"loose{i}", x, {"slo_ms": 100}) for i in range(4)]
+    responses = core.serve(requests)
+    assert senders == ["superserve-sender_0"] * 4  # never the round's own thread
+    assert [name for name, _ in transport.sent] == ["tight0", "tight2", "tight3"]  # all out before serve returned
+    assert responses[0] is None and responses[2] is None and responses[3] is None
+    assert responses[1][:2] == ("result", "tight1")  # its send failed: answered in the list instead
+    assert [r[1] for r in responses[4:]] == [f"loose{i}" for i in range(4)]
 
 
 def test_back_to_back_rounds_date_their_requests_no_later_than_the_previous_round(served_net):
@@ -398,6 +468,28 @@ def test_the_core_replans_when_the_learned_overhead_moves(served_net):
         core.serve([_Request("r", x, {"slo_ms": 1000}) for _ in range(4)])
     assert core.cost.overhead_ns == pytest.approx(MS, rel=0.05)
     assert core.policy is not first and core.policy.profile is core.cost.profile
+
+
+def test_the_core_plans_with_the_slowdown_its_batches_run_at(served_net):
+    clock = _FakeClock()
+    core, _ = _core(served_net, clock, latency_safety=0.0, max_utilization=1.0)
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    assert core.serve([_Request("a", x, {"slo_ms": 8})])[0][3] == 1  # SubNet 1 takes 3 ms: it fits
+    real = core.net.forward
+
+    def slow(images):  # from now on every batch takes 3x its profile: other work shares the cores
+        started = clock.now
+        out = real(images)
+        clock.now += 2 * (clock.now - started)
+        return out
+
+    core.net.forward = slow
+    for _ in range(8):
+        clock.now += 50 * MS
+        core.serve([_Request("b", x, {"slo_ms": 100}) for _ in range(4)])
+    assert core.cost.planned_slowdown > 2.5
+    clock.now += 50 * MS
+    assert core.serve([_Request("c", x, {"slo_ms": 8})])[0][3] == 0  # planned at > 7.5 ms, SubNet 1 no longer fits
 
 
 def test_an_accuracy_floor_keeps_every_subnet_of_the_range_above_it():

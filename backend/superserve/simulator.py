@@ -5,7 +5,8 @@ workers. For exploring paper-scale rates; its results are simulated and labelled
 It follows the live server's rounds: a free worker takes every request that has arrived (up to the hand-over
 size), dates them as the live model does (``HandoverClock``: it cannot see when they arrived), and serves them
 in the batches the policy picks until the round is empty. An answer waits for the end of its round unless the
-next batch would make it late, as in the live server; its outcome is judged on its true arrival.
+next batch would make it late or hold it longer than ``max_hold_ms``, as in the live server; its outcome is judged
+on its true arrival.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class SimulatedRecord:
 
 def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhead_ms: float = 0.0,
              params: dict | None = None, shed_ms: float = 0.0, handover_samples: int = 256,
-             idle_gap_ms: float = 1.0, latency_safety: float = 0.0) -> list[SimulatedRecord]:
+             idle_gap_ms: float = 1.0, latency_safety: float = 0.0,
+             max_hold_ms: float = 5.0) -> list[SimulatedRecord]:
     """Every arrival ends in one record. ``overhead_ms`` is added to each batch (gathering inputs, building
     answers); ``shed_ms`` is the worker time one refusal costs. Batches are planned at ``1 + latency_safety``
     times their latency when deciding whether the answers already computed can wait for the next one."""
@@ -41,7 +43,7 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
     if params and "subnet" in params:
         lo = hi = int(params["subnet"])
     slo_ns = int(slo_ms * 1e6)
-    overhead_ns, shed_ns = int(overhead_ms * 1e6), int(shed_ms * 1e6)
+    overhead_ns, shed_ns, max_hold_ns = int(overhead_ms * 1e6), int(shed_ms * 1e6), int(max_hold_ms * 1e6)
     margin_ns = policy.margin_ns
     arrivals = [int(t * 1e9) for t in arrivals_s]
     records: list[SimulatedRecord | None] = [None] * len(arrivals)
@@ -64,7 +66,8 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
         while i < n and arrivals[i] <= now and len(taken) < handover_samples:
             taken.append(i)
             i += 1
-        head = clocks[worker].start(now, len(taken))
+        head = clocks[worker].start(now, len(taken), len(taken))
+        queue.start_round(clocks[worker].unseen_since(), head, now, len(taken))
         for position, k in enumerate(taken):
             if not feasible:
                 records[k] = SimulatedRecord(arrivals[k] / 1e9, 0.0, "shed")
@@ -72,6 +75,7 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
             arrival = HandoverClock.arrival(head, now, position, len(taken))
             queue.push(QueuedRequest(arrival + slo_ns, arrival, lo, hi, payload=k))
         held: list[tuple[QueuedRequest, int]] = []  # computed, waiting for the end of the round
+        held_since = now
         while len(queue):
             decision = policy.decide(queue, now)
             if decision is None:
@@ -81,11 +85,15 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
                 continue
             batch = queue.pop_batch(decision.subnet, decision.batch_size)
             latency = profile.latency_ns(decision.subnet, len(batch)) + overhead_ns
-            if held and now + (1.0 + latency_safety) * latency > min(r.deadline_ns for r, _ in held) - margin_ns:
+            planned_end = now + (1.0 + latency_safety) * latency
+            if held and (planned_end - held_since > max_hold_ns or
+                         planned_end > min(r.deadline_ns for r, _ in held) - margin_ns):
                 for request, subnet in held:  # they cannot wait for this batch: sent now
                     finish(request, now, subnet)
                 held.clear()
             now += latency
+            if not held:
+                held_since = now
             held.extend((request, decision.subnet) for request in batch)
         for request, subnet in held:
             finish(request, now, subnet)

@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> None:
                 continue  # plain Triton: not what the simulator models
             policy = make_policy(real["parameters"]["policy"], profile, int(config.margin_ms * 1e6),
                                  config.num_buckets, config.latency_safety, config.max_utilization)
-            sim = summarise(simulate(trace.arrivals_s, policy, results["slo_ms"], latency_safety=config.latency_safety,
-                                     idle_gap_ms=config.idle_gap_ms), results["slo_ms"])
+            records = simulate(trace.arrivals_s, policy, results["slo_ms"], latency_safety=config.latency_safety,
+                               idle_gap_ms=config.idle_gap_ms, max_hold_ms=config.max_hold_ms)
+            sim = summarise(records, results["slo_ms"])
             rows.append({"trace": trace.name, "system": real["system"], "real_attainment": real["slo_attainment"],
                          "simulated_attainment": sim["slo_attainment"],
                          "real_accuracy": real["mean_serving_accuracy"],

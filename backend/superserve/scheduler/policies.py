@@ -10,10 +10,10 @@ queue, or ``None`` when even the fastest SubNet allowed for that request cannot 
   fits under the bucket's upper edge, ties to the more accurate SubNet. The head's remaining slack
   selects the bucket whose edge is closest to but not above it.
 - ``slackfit-la`` (ours, not in the paper): SlackFit with a backlog lookahead, spare capacity and a
-  latency safety. The slack it spends is the head's, tightened so that the rest of the queue, served after
-  this batch by the fastest SubNet, still meets its deadlines; within it, the most accurate SubNet that
-  serves a full batch of what waits, planned at ``1 + safety`` times its latency, without keeping the
-  server busier than ``max_utilization`` at the recent arrival rate.
+  latency safety. The slack it spends is the head's, tightened so that the rest of the queue and the
+  requests arriving meanwhile, served after this batch by the fastest SubNet, still meet their deadlines;
+  within it, the most accurate SubNet that serves a full batch of what waits, planned at ``1 + safety``
+  times its latency, without keeping the server busier than ``max_utilization`` at the recent arrival rate.
 - ``maxacc``: the most accurate SubNet that fits at batch 1, then the largest batch it fits.
 - ``maxbatch``: the largest batch some SubNet fits, then the most accurate SubNet at that batch.
 - ``fixed:<i>``: always SubNet ``i`` (Clipper+, one fixed model), at the largest batch that fits.
@@ -23,6 +23,7 @@ queue, or ``None`` when even the fastest SubNet allowed for that request cannot 
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,7 +48,8 @@ class QueueView(Protocol):
     def head(self): ...
     def count_for(self, subnet: int) -> int: ...
     def deadline_at(self, position: int) -> int: ...
-    def arrival_rate(self, now_ns: int) -> float: ...
+    def arrival_rate(self, now_ns: int, burst: bool = False) -> float: ...
+    def unseen_since(self) -> int | None: ...  # arrivals after this are not in the queue yet (None: all are)
 
 
 class Policy:
@@ -136,7 +138,7 @@ class SlackFitLookahead(Policy):
     The paper's SlackFit spends the head's whole slack, so under load the requests queued behind the batch
     inherit too little time, and every spare cycle becomes accuracy, so a slow batch or a burst costs
     deadlines. This policy serves a full batch of what waits (up to ``max_batch`` samples) on the most
-    accurate SubNet within three limits, planning every batch at ``1 + safety`` times the cost model's
+    accurate SubNet within four limits, planning every batch at ``1 + safety`` times the cost model's
     latency (real batches run slower than the profile in bursts, when clients and Triton's frontends share
     the cores: p90 1.3x on the reference machine, and a batch planned to the edge of a deadline then misses
     it and pushes the queue behind it into sheds):
@@ -145,14 +147,20 @@ class SlackFitLookahead(Policy):
     - the backlog budget: after this batch, the rest of the queue, served by full batches of the fastest
       allowed SubNet, must still meet each batch's first deadline. Positions count requests; a request
       holding several images counts as one;
-    - the utilization cap: at the queue's recent arrival rate, the SubNet's cost per sample in the batch it
-      would run now may keep the server busy at most ``max_utilization`` of the time (the fastest SubNet is
-      exempt). Behind Triton's batcher batches are what gathered during the previous one, often far from full:
-      a full batch's cost per sample let the most accurate SubNet run batches of 3-5 at 89% of capacity on the
-      Azure trace, and bursts then made a quarter of its requests late.
+    - the unseen backlog: behind Triton's batcher, requests that arrive during a round wait in Triton's queue
+      until the round ends (``queue.unseen_since()``). At the recent burst rate, as many arrive while this
+      batch and the rest of the round run, and the fastest SubNet must still serve them within the SLO
+      of the first (that of the head), counted from when they can first have arrived;
+    - the utilization cap: at the queue's recent arrival rate, batches on this SubNet settle at the smallest
+      size k whose cost per sample keeps the server busy at most ``max_utilization`` of the time, and a
+      request then waits for one such batch and runs in the next, so two batches of k must fit the head's
+      SLO. Behind Triton's batcher a batch is what gathered during the previous one: a full batch's cost per
+      sample let the most accurate SubNet run batches of 3-5 at 89% of capacity on the Azure trace, and the
+      batch at hand (often a single request at light load) ruled out SubNets that a steady load settles to.
 
-    If no SubNet fits, the fastest serves the largest batch the head's slack allows (planned without the
-    safety: better a likely hit than a certain shed).
+    The fastest SubNet is exempt from the last two, and alone runs while the burst rate is beyond what it
+    serves in full batches, planned. If no SubNet fits, the fastest serves the largest batch the head's slack
+    allows (planned without the safety: better a likely hit than a certain shed).
     """
 
     name = "slackfit-la"
@@ -168,24 +176,56 @@ class SlackFitLookahead(Policy):
         self.max_utilization = max_utilization
         # planned_ns[s][b - 1]: what a batch of b on SubNet s is budgeted for, safety included
         self._planned_ns = [[int((1.0 + safety) * lat) for lat in sub.latency_ns] for sub in profile.subnets]
-        # per SubNet and batch size b: seconds of server time per sample in a batch of b, over the utilization cap
-        self._sample_cost = [[profile.latency_ns(s, b) / b / 1e9 / max_utilization
-                              for b in range(1, profile.max_batch + 1)] for s in range(profile.size)]
+        # per SubNet, for batch sizes 1..max: minus the least server seconds per sample at a batch of at most
+        # that size (ascending, for bisect), over the utilization cap
+        self._settle_cost: list[list[float]] = []
+        for s in range(profile.size):
+            least, costs = float("inf"), []
+            for b in range(1, profile.max_batch + 1):
+                least = min(least, profile.latency_ns(s, b) / b / 1e9 / max_utilization)
+                costs.append(-least)
+            self._settle_cost.append(costs)
         self._fastest_tables: dict[tuple[int, int], tuple[list[int], int]] = {}
 
     def choose(self, queue, lo, hi, slack_ns, now_ns):
         p = self.profile
         fastest, cheapest = self._fastest(lo, hi)
-        budget = min(slack_ns, self.backlog_budget(queue, min(p.max_batch, len(queue)), slack_ns, fastest))
+        taken = min(p.max_batch, len(queue))
+        budget = min(slack_ns, self.backlog_budget(queue, taken, slack_ns, fastest))
+        head = queue.head()
+        slo_ns = head.deadline_ns - head.arrival_ns
         rate = queue.arrival_rate(now_ns) if self.max_utilization < 1.0 else 0.0
+        burst = queue.arrival_rate(now_ns, burst=True) / 1e9  # per ns
+        if burst * fastest[-1] > p.max_batch:  # not even the fastest keeps up with this burst: it alone runs
+            hi = lo = cheapest
+        unseen = queue.unseen_since()
+        if unseen is not None:
+            rest_ns = self.drain_ns(len(queue) - taken, fastest)
+            unseen_left = unseen + slo_ns - self.margin_ns - now_ns - rest_ns  # for this batch, then the unseen
+            unseen_ns = now_ns - unseen + rest_ns  # they keep arriving until the round ends
         for s in range(hi, lo - 1, -1):
             b = min(p.max_batch, queue.count_for(s))
-            affordable = rate * self._sample_cost[s][b - 1] <= 1.0 if b else False
-            if b and self._planned_ns[s][b - 1] <= budget and (affordable or s == cheapest):
-                return Decision(s, b)
+            if not b:
+                continue
+            planned = self._planned_ns[s][b - 1]
+            if planned > budget:
+                continue
+            if s != cheapest:
+                if rate and not self.settles(s, rate, slo_ns):
+                    continue
+                if unseen is not None and \
+                        planned + self.drain_ns(burst * (unseen_ns + planned), fastest) > unseen_left:
+                    continue
+            return Decision(s, b)
         # The backlog cannot all be met: serve the most samples the head's slack allows, fastest first.
         b = self._largest_batch(cheapest, slack_ns, min(p.max_batch, queue.count_for(cheapest)))
         return Decision(cheapest, b) if b else None
+
+    def settles(self, subnet: int, rate: float, slo_ns: int) -> bool:
+        """At ``rate`` samples/s, is there a batch size that keeps ``subnet`` under the utilization cap, and do
+        two batches of the smallest such size fit ``slo_ns`` (less the margin)?"""
+        k = bisect.bisect_left(self._settle_cost[subnet], -1.0 / rate)
+        return k < self.profile.max_batch and 2 * self._planned_ns[subnet][k] <= slo_ns - self.margin_ns
 
     def backlog_budget(self, queue, taken: int, slack_ns: int, fastest: list[int]) -> int:
         """Latest finish of the next batch (ns from now, less the margin) that leaves the requests from
@@ -201,6 +241,11 @@ class SlackFitLookahead(Policy):
             budget = min(budget, slack_ns + queue.deadline_at(i) - head - spent)
             i += k
         return budget
+
+    def drain_ns(self, samples: float, fastest: list[int]) -> int:
+        """Planned time for full batches of the fastest SubNet to serve ``samples``."""
+        full, rest = divmod(math.ceil(samples), self.profile.max_batch)
+        return full * fastest[-1] + (fastest[rest - 1] if rest else 0)
 
     def _fastest(self, lo: int, hi: int) -> tuple[list[int], int]:
         """Cheapest planned latency at each batch size over SubNets lo..hi, and the SubNet fastest at full batch."""

@@ -46,12 +46,17 @@ class QueuedRequest:
 class EDFQueue:
     """Sorted on (deadline, arrival order). Not thread-safe: the dispatcher holds its own lock."""
 
-    def __init__(self, rate_window_ns: int = 500_000_000) -> None:
+    def __init__(self, rate_window_ns: int = 500_000_000, burst_window_ns: int = 50_000_000) -> None:
         self._items: list[QueuedRequest] = []
-        # Arrival rate: samples counted with exponential decay over ``rate_window_ns`` (a time constant).
-        self._rate_window_ns = rate_window_ns
-        self._decayed = 0.0
+        # Arrival rates: samples counted with exponential decay over a time constant, a long one for the load
+        # and a short one that sees a burst within a few batches.
+        self._windows_ns = (rate_window_ns, burst_window_ns)
+        self._decayed = [0.0, 0.0]
         self._last_arrival_ns: int | None = None
+        # Arrivals after this time are not in the queue yet (they wait in Triton's queue until the round
+        # ends); None: every arrival is in it.
+        self.unseen_since_ns: int | None = None
+        self._round_rate = 0.0  # samples per second over the current round's hand-over
         self._seq = itertools.count()
         self._ranges: dict[tuple[int, int], int] = {}
 
@@ -62,21 +67,38 @@ class EDFQueue:
         """Requests in deadline order (a snapshot: for shutdown and inspection)."""
         return iter(list(self._items))
 
-    def arrival_rate(self, now_ns: int) -> float:
-        """Recent arrivals, in samples per second (an exponentially weighted estimate)."""
+    def arrival_rate(self, now_ns: int, burst: bool = False) -> float:
+        """Recent arrivals, in samples per second (an exponentially weighted estimate); ``burst``: over the short
+        time constant, and never below the long one."""
         if self._last_arrival_ns is None:
             return 0.0
         age = max(0, now_ns - self._last_arrival_ns)
-        return self._decayed * math.exp(-age / self._rate_window_ns) * 1e9 / self._rate_window_ns
+        rates = [decayed * math.exp(-age / window) * 1e9 / window
+                 for decayed, window in zip(self._decayed, self._windows_ns)]
+        return max(*rates, self._round_rate) if burst else rates[0]
+
+    def start_round(self, unseen_since_ns: int, head_ns: int, now_ns: int, samples: int) -> None:
+        """A hand-over of ``samples`` that arrived from ``head_ns`` on is about to be pushed; what arrives from
+        ``unseen_since_ns`` on stays out of sight until the round ends. The hand-over's own rate counts as a
+        burst rate for this round: the short time constant takes tens of ms to see a burst in full."""
+        self.unseen_since_ns = unseen_since_ns
+        self._round_rate = samples * 1e9 / (now_ns - head_ns) if now_ns > head_ns else 0.0
+
+    def unseen_since(self) -> int | None:
+        return self.unseen_since_ns
 
     def push(self, request: QueuedRequest) -> None:
         request.seq = next(self._seq)
-        if self._last_arrival_ns is not None:
-            age = max(0, request.arrival_ns - self._last_arrival_ns)
-            self._decayed *= math.exp(-age / self._rate_window_ns)
+        decayed = self._decayed
+        if self._last_arrival_ns is not None and request.arrival_ns > self._last_arrival_ns:
+            age = request.arrival_ns - self._last_arrival_ns
+            decayed[0] = decayed[0] * math.exp(-age / self._windows_ns[0]) + request.size
+            decayed[1] = decayed[1] * math.exp(-age / self._windows_ns[1]) + request.size
+        else:
+            decayed[0] += request.size
+            decayed[1] += request.size
         if self._last_arrival_ns is None or request.arrival_ns > self._last_arrival_ns:
             self._last_arrival_ns = request.arrival_ns
-        self._decayed += request.size
         items = self._items
         if not items or not request < items[-1]:
             items.append(request)

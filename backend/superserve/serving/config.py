@@ -31,8 +31,11 @@ class ServingConfig:
     margin_ms: float = 3.0
     overhead_per_sample_ms: float = 0.3
     overhead_adapt_rate: float = 0.05
+    slowdown_adapt_rate: float = 0.5
     num_threads: int = 1
     idle_gap_ms: float = 1.0
+    max_hold_ms: float = 5.0
+    idle_gap_per_answer_ms: float = 0.25
     cancel_check_ms: float = 100.0
     device: str = "auto"
 
@@ -52,10 +55,16 @@ PARAMETERS = {
                                  "and sending the answer"),
     "overhead_per_sample_ms": (0.0, 10_000.0, "starting per-sample serving cost added to the profiled latency"),
     "overhead_adapt_rate": (0.0, 1.0, "how fast the per-sample cost is learned from real batches (0: fixed)"),
+    "slowdown_adapt_rate": (0.0, 1.0, "how fast the policy learns that batches run slower than planned (other work "
+                                      "on the cores) and plans with it; per full batch (0: never)"),
     "num_threads": (1, 1024, "torch intra-op threads of the model instance (profile.json says what it was "
                              "measured with)"),
     "idle_gap_ms": (0.0, 1_000.0, "a round starting this long after the previous one ended found the model idle: "
                                   "its requests arrived just now (else: while the previous round ran)"),
+    "max_hold_ms": (0.0, 10_000.0, "an answer waits for later batches of its round at most this long (planned), "
+                                   "then goes out early from the sender thread (0: every batch's answers at once)"),
+    "idle_gap_per_answer_ms": (0.0, 1_000.0, "added to idle_gap_ms for each answer the previous round returned "
+                                             "(Triton turns them into responses before the next round)"),
     "cancel_check_ms": (0.0, 3_600_000.0, "only requests waiting at least this long are asked whether their "
                                           "client gave up (each question is an IPC round trip)"),
     "device": (None, None, "where the SuperNet runs: auto follows the instance_group (KIND_GPU: cuda:<its GPU>, "

@@ -3,9 +3,10 @@
 A round takes every request Triton handed over, validates it, estimates when it arrived (``handover``),
 queues it earliest-deadline-first, and lets the policy pick (SubNet, batch) again and again until every request
 of the round is answered: computed, refused (UNAVAILABLE) or rejected (INVALID_ARGUMENT). Answers come back as
-the list ``execute()`` returns, which Triton sends in one message per round; only an answer that could not wait
-for the rest of the round goes out at once through its request's own sender. Requests that arrive meanwhile
-wait in Triton's queue and make up the next round.
+the list ``execute()`` returns, which Triton sends in one message per round; an answer that would wait for later
+batches longer than ``max_hold_ms``, or past its deadline, goes out early through its request's own sender, from a
+sender thread while the next batch computes. Requests that arrive meanwhile wait in Triton's queue and make up
+the next round.
 
 Triton-agnostic: a ``Transport`` reads requests and makes and sends responses, so ``model.py`` stays a thin
 adapter and this core is tested with a fake transport and a fake clock.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -69,7 +71,8 @@ class SuperServeCore:
                         profile.get("device", "cpu"), self.device)
         self.net = net.to(self.device).eval()  # before any plan: pre-bound views live where the weights do
         self.config = config
-        self.cost = CostModel(Profile.from_dict(profile), config.overhead_per_sample_ms, config.overhead_adapt_rate)
+        self.cost = CostModel(Profile.from_dict(profile), config.overhead_per_sample_ms, config.overhead_adapt_rate,
+                              config.slowdown_adapt_rate)
         self.max_batch = self.cost.compute.max_batch
         self.input_shape = tuple(int(d) for d in profile["input_shape"])
         # On a GPU, a batch goes through one pinned host buffer, copied asynchronously; on the CPU, as it is.
@@ -82,19 +85,28 @@ class SuperServeCore:
         self.clock = clock
         self._margin_ns = int(config.margin_ms * 1e6)
         self._cancel_check_ns = int(config.cancel_check_ms * 1e6)
+        self._max_hold_ns = int(config.max_hold_ms * 1e6)
+        self._held_since_ns = 0  # when the oldest answer held for the round's list was computed
         self.policy = self._make_policy()
         self.metrics.cost_model(self.cost.overhead_ns)
         self.handover = HandoverClock(handover_samples or self.max_batch, self.max_batch,
-                                      int(config.idle_gap_ms * 1e6))
+                                      int(config.idle_gap_ms * 1e6), int(config.idle_gap_per_answer_ms * 1e6))
         self.queue = EDFQueue(int(config.rate_window_ms * 1e6))  # empty between rounds; keeps the arrival rate
         self._specs: dict[str, object] = {}  # parameters JSON -> RequestSpec or error text: clients repeat them
         self._feasibility: dict[object, bool] = {}  # RequestSpec -> meetable on an idle server, under this policy
+        # A send blocks until Triton has the response (an IPC round trip per answer): early answers go out from
+        # this thread while the round computes its next batch.
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="superserve-sender")
+        self._sending: list[Future] = []
         self._warm_up()
 
     def _make_policy(self):
-        """The configured policy over the current cost model."""
+        """The configured policy over the current cost model, planning at the slowdown batches run at now."""
         return make_policy(self.config.policy, self.cost.profile, self._margin_ns, self.config.num_buckets,
-                           self.config.latency_safety, self.config.max_utilization)
+                           self._planning_factor() - 1.0, self.config.max_utilization)
+
+    def _planning_factor(self) -> float:
+        return (1.0 + self.config.latency_safety) * self.cost.planned_slowdown
 
     @torch.inference_mode()
     def _warm_up(self) -> None:
@@ -125,8 +137,9 @@ class SuperServeCore:
                 continue
             valid.append((slot, handle, images, spec))
             samples += images.shape[0]
-        head = self.handover.start(now, samples)
+        head = self.handover.start(now, samples, len(valid))
         queue = self.queue
+        queue.start_round(self.handover.unseen_since(), head, now, samples)
         for position, (slot, handle, images, spec) in enumerate(valid):
             if not self._feasible(spec):
                 self.metrics.outcome("shed")
@@ -142,17 +155,23 @@ class SuperServeCore:
         except Exception:  # a bug, not a bad request: still one answer for every request
             log.exception("a round failed; answering its unanswered requests with an internal error")
             queue.remove_if(lambda r: True)
+        for sending in self._sending:  # every answer is out when the round returns
+            for slot, response in sending.result():  # a send that failed: the list is the last way out
+                responses[slot] = response
+        self._sending.clear()
         end = self.clock()
         for request in held:
             self.metrics.outcome("on_time" if end <= request.deadline_ns else "late")
+        listed = len(responses)
         for slot, response in enumerate(responses):
             if response is None:
                 self.metrics.outcome("error")
                 responses[slot] = transport.error("internal", "the server failed to serve this request")
             elif response is _SENT:
                 responses[slot] = None
+                listed -= 1
         self.metrics.queue_length(0)
-        self.handover.end(end)
+        self.handover.end(end, listed)
         return responses
 
     def _serve_next(self, responses: list[Any], held: list[QueuedRequest]) -> None:
@@ -175,8 +194,11 @@ class SuperServeCore:
                 return
         self.metrics.decision(batch[0].deadline_ns - now, decided_ns)
         size = sum(r.size for r in batch)
-        if held and now + self._planned_ns(decision.subnet, size) > min(r.deadline_ns for r in held) - self._margin_ns:
-            self._send_held(held, responses)  # they cannot wait for this batch and the rest of the round
+        if held:
+            finish = now + self._planned_ns(decision.subnet, size)
+            if finish - self._held_since_ns > self._max_hold_ns or \
+                    finish > min(r.deadline_ns for r in held) - self._margin_ns:
+                self._send_held(held, responses)  # they cannot wait for this batch and the rest of the round
         subnet = decision.subnet
         try:
             images = batch[0].payload[2] if len(batch) == 1 else np.concatenate([r.payload[2] for r in batch])
@@ -196,8 +218,11 @@ class SuperServeCore:
             slot, handle, _ = request.payload
             responses[slot] = transport.result(handle, logits[offset:offset + request.size], subnet, accuracy)
             offset += request.size
+        done = self.clock()
+        if not held:
+            self._held_since_ns = done
         held.extend(batch)
-        if self.cost.observe(subnet, size, self.clock() - now):
+        if self.cost.observe(subnet, size, done - now):
             self.policy = self._make_policy()
             self._feasibility.clear()
             self.metrics.cost_model(self.cost.overhead_ns)
@@ -211,15 +236,33 @@ class SuperServeCore:
         return staged.to(self.device, non_blocking=True)
 
     def _planned_ns(self, subnet: int, samples: int) -> int:
-        return int((1.0 + self.config.latency_safety) * self.cost.profile.latency_ns(subnet, samples))
+        return int(self._planning_factor() * self.cost.profile.latency_ns(subnet, samples))
 
     def _send_held(self, held: list[QueuedRequest], responses: list[Any]) -> None:
+        now = self.clock()
+        answers = []
         for request in held:
             slot, handle, _ = request.payload
-            self.transport.send(handle, responses[slot])
+            answers.append((slot, handle, responses[slot]))
             responses[slot] = _SENT
-            self.metrics.outcome("on_time" if self.clock() <= request.deadline_ns else "late")
+            self.metrics.outcome("on_time" if now <= request.deadline_ns else "late")
         held.clear()
+        self._sending.append(self._sender.submit(self._send_all, answers))
+
+    def _send_all(self, answers: list[tuple[int, Any, Any]]) -> list[tuple[int, Any]]:
+        """Send each answer; returns (slot, response) of those whose send failed."""
+        failed = []
+        for slot, handle, response in answers:
+            try:
+                self.transport.send(handle, response)
+            except Exception:
+                log.exception("sending an answer early failed; it goes back in the round's list")
+                failed.append((slot, response))
+        return failed
+
+    def close(self) -> None:
+        """Stop the sender thread (the model is unloading)."""
+        self._sender.shutdown(wait=True)
 
     def _drop_cancelled(self, batch: list[QueuedRequest], now: int, responses: list[Any]) -> list[QueuedRequest]:
         """Requests whose client gave up are answered CANCELLED before any compute. Asking is an IPC round trip

@@ -4,10 +4,18 @@ The model serves each ``execute()`` call as a round: Triton's dynamic batcher (n
 out) hands over everything it has queued, up to ``max_batch_size`` samples, as soon as the previous round
 returns, and keeps what arrives meanwhile in its own queue. What the model knows of that queue follows:
 
-- a round that starts more than ``idle_gap`` after the previous one ended found the model idle: its first
-  request arrived just now and started it, and the rest arrived with it;
+- a round that starts more than an idle gap after the previous one ended found the model idle: its first
+  request arrived just now and started it, and the rest arrived with it. The gap is ``idle_gap`` plus
+  ``idle_gap_per_answer`` for each answer the previous round returned in its list: Triton turns every one of
+  them into a response before it hands over the next round, and on a busy machine a round of 30 answers took
+  longer than 1 ms to turn around, so a fixed 1 ms gap dated whole bursts as just arrived;
 - otherwise its requests arrived while the previous round ran, so after that round started (Triton's queue was
-  emptied then), unless that round was full: then they may be as old as that round's own oldest.
+  emptied then), unless that round was full: then they arrived after its newest request (Triton's queue is first
+  in, first out), as that one is dated. Dating them from that round's oldest instead chained back through every
+  full round of a burst, and the requests that made it in time were refused as already late.
+
+The same bound dates what the round cannot see: requests that arrived after it started, or before if it was
+full, wait in Triton's queue until it ends.
 
 Requests come in arrival order, so the i-th of n is placed at ``head + (now - head) * i / n``: the oldest, whose
 deadline the policy reads first, at its earliest possible arrival; the rest spread evenly up to now.
@@ -19,29 +27,41 @@ __all__ = ["HandoverClock"]
 
 
 class HandoverClock:
-    def __init__(self, capacity_samples: int, max_request_samples: int, idle_gap_ns: int) -> None:
-        if capacity_samples < max_request_samples or idle_gap_ns < 0:
-            raise ValueError("the hand-over must hold at least one largest request, and idle_gap_ns be >= 0")
+    def __init__(self, capacity_samples: int, max_request_samples: int, idle_gap_ns: int,
+                 idle_gap_per_answer_ns: int = 0) -> None:
+        if capacity_samples < max_request_samples or idle_gap_ns < 0 or idle_gap_per_answer_ns < 0:
+            raise ValueError("the hand-over must hold at least one largest request, and idle gaps be >= 0")
         self._full_at = capacity_samples - max_request_samples + 1  # one more largest request may not have fit
         self._idle_gap_ns = idle_gap_ns
+        self._per_answer_ns = idle_gap_per_answer_ns
+        self._idle_after_ns = idle_gap_ns
         self._started_ns: int | None = None
         self._ended_ns: int | None = None
-        self._head_ns = 0
+        self._newest_ns = 0  # the current round's newest request, as dated
         self._full = False
 
-    def start(self, now_ns: int, samples: int) -> int:
-        """A round of ``samples`` samples starts now: the earliest its oldest request can have arrived."""
-        if self._ended_ns is None or now_ns - self._ended_ns > self._idle_gap_ns:
+    def start(self, now_ns: int, samples: int, requests: int = 1) -> int:
+        """A round of ``requests`` requests, ``samples`` samples, starts now: when its oldest request arrived, at
+        the earliest."""
+        if self._ended_ns is None or now_ns - self._ended_ns > self._idle_after_ns:
             head = now_ns
         elif self._full:
-            head = self._head_ns
+            head = self._newest_ns
         else:
             head = self._started_ns
-        self._started_ns, self._head_ns, self._full = now_ns, head, samples >= self._full_at
+        self._started_ns, self._full = now_ns, samples >= self._full_at
+        self._newest_ns = self.arrival(head, now_ns, requests - 1, requests) if requests > 1 else head
         return head
 
-    def end(self, now_ns: int) -> None:
+    def unseen_since(self) -> int:
+        """While the round runs: the earliest a request still in Triton's queue can have arrived (the round
+        emptied that queue as it started, unless it was full: then after this round's newest)."""
+        return self._newest_ns if self._full else self._started_ns
+
+    def end(self, now_ns: int, answers: int = 0) -> None:
+        """The round returns ``answers`` answers in its list now."""
         self._ended_ns = now_ns
+        self._idle_after_ns = self._idle_gap_ns + self._per_answer_ns * answers
 
     @staticmethod
     def arrival(head_ns: int, now_ns: int, position: int, count: int) -> int:

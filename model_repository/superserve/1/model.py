@@ -1,8 +1,8 @@
 """Triton adapter for SuperServe: hand each execute() to the serving core as one round, return its answers.
 
 Non-decoupled: the core answers every request of the call before execute() returns, in the returned list
-(one message to Triton per round), except an answer that could not wait for the rest of the round, which it
-sends at once through that request's sender (its list entry is then None).
+(one message to Triton per round), except an answer that could not wait for the rest of the round, which its
+sender thread sends early through that request's sender (its list entry is then None).
 """
 
 import json
@@ -167,6 +167,7 @@ class TritonPythonModel:
         return self.core.serve(requests)
 
     def finalize(self):
+        self.core.close()
         self.exporter.close()
         self.guard.kill()
         self.guard.wait()
