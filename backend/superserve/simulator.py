@@ -34,7 +34,7 @@ class SimulatedRecord:
 def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhead_ms: float = 0.0,
              params: dict | None = None, shed_ms: float = 0.0, handover_samples: int = 256,
              idle_gap_ms: float = 1.0, latency_safety: float = 0.0,
-             max_hold_ms: float = 5.0) -> list[SimulatedRecord]:
+             max_hold_ms: float = 20.0) -> list[SimulatedRecord]:
     """Every arrival ends in one record. ``overhead_ms`` is added to each batch (gathering inputs, building
     answers); ``shed_ms`` is the worker time one refusal costs. Batches are planned at ``1 + latency_safety``
     times their latency when deciding whether the answers already computed can wait for the next one."""

@@ -34,7 +34,7 @@ class ServingConfig:
     slowdown_adapt_rate: float = 0.5
     num_threads: int = 1
     idle_gap_ms: float = 1.0
-    max_hold_ms: float = 5.0
+    max_hold_ms: float = 20.0
     idle_gap_per_answer_ms: float = 0.25
     cancel_check_ms: float = 100.0
     device: str = "auto"
