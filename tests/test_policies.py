@@ -250,7 +250,8 @@ def test_slackfit_lookahead_prices_the_batch_a_steady_load_settles_to_not_the_on
 def test_slackfit_lookahead_leaves_time_for_the_requests_it_cannot_see_yet():
     def decide(unseen_ago_ms, slo_ms=6.0, rate=1000):
         q, now = _steady_queue(rate, slo_ms, seconds=0.3)  # the burst rate
-        q.unseen_since_ns = None if unseen_ago_ms is None else now - int(unseen_ago_ms * MS)
+        if unseen_ago_ms is not None:  # else nothing is out of sight, as in a queue no round has started
+            q.start_round(now - int(unseen_ago_ms * MS), now, now, 0)
         return make_policy("slackfit-la", PROFILE).decide(q, now)
 
     # Everything is in the queue: the head's 6 ms fit SubNet 2.

@@ -75,7 +75,6 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
             arrival = HandoverClock.arrival(head, now, position, len(taken))
             queue.push(QueuedRequest(arrival + slo_ns, arrival, lo, hi, payload=k))
         held: list[tuple[QueuedRequest, int]] = []  # computed, waiting for the end of the round
-        held_since = now
         while len(queue):
             decision = policy.decide(queue, now)
             if decision is None:

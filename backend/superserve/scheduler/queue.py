@@ -55,7 +55,7 @@ class EDFQueue:
         self._last_arrival_ns: int | None = None
         # Arrivals after this time are not in the queue yet (they wait in Triton's queue until the round
         # ends); None: every arrival is in it.
-        self.unseen_since_ns: int | None = None
+        self._unseen_since_ns: int | None = None
         self._round_rate = 0.0  # samples per second over the current round's hand-over
         self._seq = itertools.count()
         self._ranges: dict[tuple[int, int], int] = {}
@@ -81,11 +81,11 @@ class EDFQueue:
         """A hand-over of ``samples`` that arrived from ``head_ns`` on is about to be pushed; what arrives from
         ``unseen_since_ns`` on stays out of sight until the round ends. The hand-over's own rate counts as a
         burst rate for this round: the short time constant takes tens of ms to see a burst in full."""
-        self.unseen_since_ns = unseen_since_ns
+        self._unseen_since_ns = unseen_since_ns
         self._round_rate = samples * 1e9 / (now_ns - head_ns) if now_ns > head_ns else 0.0
 
     def unseen_since(self) -> int | None:
-        return self.unseen_since_ns
+        return self._unseen_since_ns
 
     def push(self, request: QueuedRequest) -> None:
         request.seq = next(self._seq)
