@@ -12,10 +12,12 @@ import json
 from pathlib import Path
 
 from superserve.scheduler import Profile, make_policy
+from superserve.serving.config import read_model_config
 from superserve.simulator import simulate
 
 from .bench import load_setup
 from .metrics import summarise
+from .repository import model_dir
 from .traces import Trace
 
 __all__ = ["main"]
@@ -28,7 +30,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="per-sample overhead (default: what the benchmark's server learned, else the config's)")
     args = p.parse_args(argv)
     results = json.loads((args.bench / "results.json").read_text())
-    profile_dict, config, _ = load_setup(model=results.get("model", "superserve"))
+    model = results.get("model", "superserve")
+    profile_dict, config, _ = load_setup(model=model)
+    handover = read_model_config(model_dir(model) / "config.pbtxt").max_batch_size  # the rounds' hand-over
     overhead_ms = args.overhead_ms or results.get("learned_overhead_per_sample_ms") or config.overhead_per_sample_ms
     profile = Profile.from_dict(profile_dict).with_overhead(0, int(overhead_ms * 1e6))
     rows = []
@@ -40,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
             policy = make_policy(real["parameters"]["policy"], profile, int(config.margin_ms * 1e6),
                                  config.num_buckets, config.latency_safety, config.max_utilization)
             records = simulate(trace.arrivals_s, policy, results["slo_ms"], latency_safety=config.latency_safety,
-                               idle_gap_ms=config.idle_gap_ms, max_hold_ms=config.max_hold_ms)
+                               handover_samples=handover, idle_gap_ms=config.idle_gap_ms,
+                               max_hold_ms=config.max_hold_ms)
             sim = summarise(records, results["slo_ms"])
             rows.append({"trace": trace.name, "system": real["system"], "real_attainment": real["slo_attainment"],
                          "simulated_attainment": sim["slo_attainment"],
