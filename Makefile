@@ -13,7 +13,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 EPOCHS ?= 6
-VIT_EPOCHS ?= 12
+VIT_EPOCHS ?= 30
 VIT_LR ?= 2.5e-3
 # the served model that perf, bench and bench-peer target: superserve (ResNet) or superserve_vit (transformer)
 MODEL_NAME ?= superserve

@@ -10,6 +10,7 @@ import pytest
 from superserve.data import load_digits
 from superserve.serving.config import read_model_config
 from superserve.supernet.artefacts import check_model_config
+from superserve.supernet import SPACES
 from superserve.tritonenv import REPO_ROOT
 
 pytestmark = pytest.mark.integration  # needs the built models, like the server tests
@@ -33,6 +34,15 @@ def test_the_reported_accuracy_comes_from_a_split_disjoint_from_training_calibra
         assert not test & set(data.indices[other].tolist()), other
     assert not set(data.indices["validation"].tolist()) & set(data.indices["train"].tolist())
     assert described["test"]["size"] == 1000 and len(np.unique(data.indices["test"])) == 1000
+
+
+@pytest.mark.parametrize("model", SERVED)
+def test_the_smallest_subnet_is_served_as_the_overload_fallback(model):
+    """Nothing runs less than the space's smallest SubNet, so it is served even when a noisy sub-ms timing
+    kept it off the Pareto front."""
+    profile = _profile(model)
+    smallest = SPACES[profile["space"]].smallest()
+    assert smallest.id in {s["id"] for s in profile["subnets"]}
 
 
 @pytest.mark.parametrize("model", SERVED)
@@ -62,12 +72,15 @@ def test_the_shipped_config_matches_the_artefacts(model):
         check_model_config(dict(config, output=[*config["output"], dict(outputs["LOGITS"], name="PROBS")]), profile)
 
 
-def test_the_transformer_supernet_is_trained_and_serves_many_subnets():
-    """At least 8 distinct SubNets, the best at least 92% accurate on the held-out test split (default builds: 94%;
-    95% is the goal, not yet reached). Which SubNets are served follows measured latencies, so the spread of
-    accuracy and size across them varies from build to build: the build reports it, this test does not assert it."""
+def test_the_transformer_supernet_serves_a_real_accuracy_and_latency_range():
+    """What issue 16 asks of the transformer: at least 8 distinct SubNets, the best at least 95% accurate on the
+    held-out test split, at least 3 points between the least and the most accurate, and at least 3x between the
+    fastest and the slowest at a full batch (default builds: 18 SubNets, 93.2-97.0%, 12x)."""
     profile = _profile("superserve_vit")
     accuracies = [s["accuracy"] for s in profile["subnets"]]
+    full = [s["latency_ms"][str(profile["max_batch_size"])] for s in profile["subnets"]]
     assert profile["family"] == "transformer" and "subnet_norm" not in profile
     assert len({s["id"] for s in profile["subnets"]}) == len(accuracies) >= 8
-    assert max(accuracies) >= 0.92
+    assert max(accuracies) >= 0.95
+    assert max(accuracies) - min(accuracies) >= 0.03
+    assert max(full) >= 3 * min(full)

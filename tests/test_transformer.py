@@ -30,7 +30,7 @@ def test_the_registry_knows_every_space_and_builds_its_family_network():
 
 
 def test_subnets_are_canonical_and_round_trip_through_their_dict_form():
-    a = MNIST_VIT.parse({"depth": 2, "heads": [4, 1, 3, 2, 1, 4], "ffn": [384, 48, 96, 96, 96, 192]})
+    a = MNIST_VIT.parse({"depth": 2, "heads": [4, 1, 8, 2, 1, 4], "ffn": [384, 48, 96, 96, 96, 192]})
     b = MNIST_VIT.parse({"depth": 2, "heads": [4, 1, 1, 1, 1, 1], "ffn": [384, 48, 48, 48, 48, 48]})
     assert a == b and a.id == b.id  # layers beyond the depth do not run, so they do not count
     assert a.heads == (4, 1, 1, 1, 1, 1)
@@ -119,7 +119,7 @@ def test_a_transformer_trains_through_the_sliced_weights():
     net.actuate(subnet)
     net(torch.rand(4, 1, 28, 28)).sum().backward()
     layer = net.layers[0]
-    assert layer.attention.query.weight.grad[:48].abs().sum() > 0
-    assert layer.attention.query.weight.grad[48:].abs().sum() == 0  # heads 3-4 did not run
+    assert layer.attention.query.weight.grad[:24].abs().sum() > 0  # two heads of 12
+    assert layer.attention.query.weight.grad[24:].abs().sum() == 0  # heads 3-8 did not run
     assert layer.ffn.fc1.weight.grad[96:].abs().sum() == 0
     assert net.layers[1].ffn.fc1.weight.grad is None  # layer 2 did not run

@@ -6,8 +6,10 @@ of the output projection) and its FFN neurons (the first ``ffn`` rows of the fir
 second). The embedding width stays whole, so LayerNorm needs no per-SubNet statistics: this family has no
 SubnetNorm, as the paper says of transformers.
 
-Images become tokens through a small convolutional tokenizer (3x3 conv, then one patch-size conv), which is not
-elastic. The default space reads the 28x28 digits as 16 tokens of 7x7 patches.
+Images become tokens through ViT's linear patch embedding (one patch-size convolution), which is not elastic.
+Nothing but the encoder looks across patches, so depth and width decide accuracy: a convolutional stem in front
+made a one-layer SubNet nearly as accurate as six layers and flattened the trade-off. The default space reads the
+28x28 digits as 16 tokens of 7x7 patches.
 
 Everything a family provides lives here: the search space and its SubNets, the SuperNet with its operators, the
 plan compiler, parameter count and extraction to a standalone twin; ``families.FAMILIES`` registers them.
@@ -44,7 +46,6 @@ class TransformerSpace:
     patch_size: int
     dim: int
     head_dim: int
-    tokenizer_channels: int
     depth_choices: tuple[int, ...]  # encoder layers run; the largest is the SuperNet's depth
     head_choices: tuple[int, ...]  # attention heads per layer; the largest times head_dim is dim
     ffn_choices: tuple[int, ...]  # FFN neurons per layer
@@ -210,9 +211,8 @@ class ElasticTransformer(nn.Module):
         super().__init__()
         self.space = space
         self.cell = ActuationCell()
-        self.tokenizer = nn.Sequential(  # not elastic: every SubNet runs all of it
-            nn.Conv2d(space.in_channels, space.tokenizer_channels, 3, padding=1), nn.GELU(),
-            nn.Conv2d(space.tokenizer_channels, space.dim, space.patch_size, space.patch_size))
+        # patch embedding, not elastic: every SubNet runs all of it
+        self.tokenizer = nn.Conv2d(space.in_channels, space.dim, space.patch_size, space.patch_size)
         self.position = nn.Parameter(torch.randn(1, space.num_tokens, space.dim) * 0.02)
         self.layers = nn.ModuleList(EncoderLayer(space, i, self.cell) for i in range(space.num_layers))
         self.encoder = LayerSelect(list(self.layers), 0, self.cell)
@@ -311,15 +311,15 @@ def extract_transformer(supernet: ElasticTransformer, subnet: TransformerSubNet)
 
 def count_transformer_params(space: TransformerSpace, subnet: TransformerSubNet) -> int:
     """Parameters a SubNet uses, computed from its shapes."""
-    d, c = space.dim, space.tokenizer_channels
-    total = space.in_channels * c * 9 + c + c * d * space.patch_size ** 2 + d + space.num_tokens * d
+    d = space.dim
+    total = space.in_channels * d * space.patch_size ** 2 + d + space.num_tokens * d
     for i in range(subnet.depth):
         w, n = subnet.heads[i] * space.head_dim, subnet.ffn[i]
         total += 4 * d + 3 * (d * w + w) + w * d + d + d * n + n + n * d + d
     return total + 2 * d + d * space.num_classes + space.num_classes
 
 
-# The digits as 4x4 tokens of 7x7 patches: 1..6 layers, 1..4 heads of 24, 48..384 FFN neurons per layer.
+# The digits as 4x4 tokens of 7x7 patches: 1..6 layers, 1..8 heads of 12, 24..384 FFN neurons per layer.
 MNIST_VIT = TransformerSpace(name="mnist_vit", in_channels=1, input_size=28, num_classes=10, patch_size=7, dim=96,
-                             head_dim=24, tokenizer_channels=24, depth_choices=(1, 2, 3, 4, 5, 6),
-                             head_choices=(1, 2, 3, 4), ffn_choices=(48, 96, 192, 384))
+                             head_dim=12, depth_choices=(1, 2, 3, 4, 5, 6), head_choices=(1, 2, 4, 8),
+                             ffn_choices=(24, 48, 96, 192, 384))
