@@ -268,6 +268,23 @@ def test_slackfit_lookahead_leaves_time_for_the_requests_it_cannot_see_yet():
     assert decide(None, slo_ms=40.0, rate=1500) == Decision(2, 1)
 
 
+def test_a_hand_over_smaller_than_a_full_batch_does_not_trip_the_burst_guard():
+    def decide(samples, over_ms=1.0, slo_ms=40.0):
+        q, now = EDFQueue(), 100 * MS
+        q.start_round(now, now - int(over_ms * MS), now, samples)
+        for i in range(samples):
+            q.push(QueuedRequest(now + int(slo_ms * MS), now - int(over_ms * MS) + i * MS // 10, 0, 2))
+        return make_policy("slackfit-la", PROFILE).decide(q, now)
+
+    # 3 samples in 1 ms read as 3,000/s, beyond the fastest SubNet's 4 per 2.5 ms (1,600/s): but one batch
+    # serves them all, so they run on the most accurate SubNet the SLO allows
+    assert decide(3) == Decision(2, 3)
+    # a full batch's worth in 1 ms is a burst the fastest alone can try to keep up with
+    assert decide(4) == Decision(0, 4)
+    # and a full batch at a rate the fastest keeps up with is no burst
+    assert decide(4, over_ms=4.0) == Decision(2, 4)
+
+
 def test_edf_queue_sees_a_burst_on_its_short_time_constant():
     q = EDFQueue(rate_window_ns=500 * MS, burst_window_ns=50 * MS)
     for i in range(1000):  # 1,000 req/s for 1 s
@@ -289,5 +306,8 @@ def test_a_hand_over_counts_as_a_burst_rate_for_its_round():
     assert q.unseen_since() == 100 * MS
     assert q.arrival_rate(100 * MS, burst=True) == pytest.approx(2000)
     assert q.arrival_rate(100 * MS) == pytest.approx(40, rel=0.05)  # the long estimate: 20 in 0.5 s
+    assert q.arrival_rate(100 * MS, burst=True, round_min_samples=20) == pytest.approx(2000)
+    assert q.arrival_rate(100 * MS, burst=True, round_min_samples=21) == pytest.approx(360, rel=0.05)  # the short
+    # time constant alone: a hand-over of 20 is too small to count here
     q.start_round(200 * MS, 200 * MS, 200 * MS, 1)  # a round that found the model idle says nothing of the rate
     assert q.arrival_rate(200 * MS, burst=True) < 100  # back to the time constants' estimates

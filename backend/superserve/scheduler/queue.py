@@ -57,6 +57,7 @@ class EDFQueue:
         # ends); None: every arrival is in it.
         self._unseen_since_ns: int | None = None
         self._round_rate = 0.0  # samples per second over the current round's hand-over
+        self._round_samples = 0
         self._seq = itertools.count()
         self._ranges: dict[tuple[int, int], int] = {}
 
@@ -67,15 +68,18 @@ class EDFQueue:
         """Requests in deadline order (a snapshot: for shutdown and inspection)."""
         return iter(list(self._items))
 
-    def arrival_rate(self, now_ns: int, burst: bool = False) -> float:
+    def arrival_rate(self, now_ns: int, burst: bool = False, round_min_samples: int = 1) -> float:
         """Recent arrivals, in samples per second (an exponentially weighted estimate); ``burst``: over the short
-        time constant, and never below the long one."""
+        time constant, never below the long one, and at least the current hand-over's own rate if it holds
+        ``round_min_samples`` or more."""
         if self._last_arrival_ns is None:
             return 0.0
         age = max(0, now_ns - self._last_arrival_ns)
         rates = [decayed * math.exp(-age / window) * 1e9 / window
                  for decayed, window in zip(self._decayed, self._windows_ns)]
-        return max(*rates, self._round_rate) if burst else rates[0]
+        if not burst:
+            return rates[0]
+        return max(*rates, self._round_rate if self._round_samples >= round_min_samples else 0.0)
 
     def start_round(self, unseen_since_ns: int, head_ns: int, now_ns: int, samples: int) -> None:
         """A hand-over of ``samples`` that arrived from ``head_ns`` on is about to be pushed; what arrives from
@@ -83,6 +87,7 @@ class EDFQueue:
         burst rate for this round: the short time constant takes tens of ms to see a burst in full."""
         self._unseen_since_ns = unseen_since_ns
         self._round_rate = samples * 1e9 / (now_ns - head_ns) if now_ns > head_ns else 0.0
+        self._round_samples = samples
 
     def unseen_since(self) -> int | None:
         return self._unseen_since_ns
