@@ -35,7 +35,7 @@ from .tritonenv import REPO_ROOT
 __all__ = ["build_ofa", "model_config", "main"]
 
 ADAPTER = REPO_ROOT / "model_repository" / "superserve" / "1" / "model.py"
-HANDOVER_BATCHES = 4  # one execute() takes up to this many largest batches, as the shipped models do
+HANDOVER_BATCHES = 8  # one execute() takes up to this many largest batches, as the shipped models do
 
 
 def model_config(name: str, resolution: int, num_classes: int, max_batch: int, device: str = "cpu") -> str:
