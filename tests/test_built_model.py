@@ -9,8 +9,8 @@ import pytest
 
 from superserve.data import load_digits
 from superserve.serving.config import read_model_config
-from superserve.supernet.artefacts import check_model_config
 from superserve.supernet import SPACES
+from superserve.supernet.artefacts import check_model_config
 from superserve.tritonenv import REPO_ROOT
 
 pytestmark = pytest.mark.integration  # needs the built models, like the server tests
@@ -75,7 +75,7 @@ def test_the_shipped_config_matches_the_artefacts(model):
 def test_the_transformer_supernet_serves_a_real_accuracy_and_latency_range():
     """What issue 16 asks of the transformer: at least 8 distinct SubNets, the best at least 95% accurate on the
     held-out test split, at least 3 points between the least and the most accurate, and at least 3x between the
-    fastest and the slowest at a full batch (default builds: 18 SubNets, 93.2-97.0%, 12x)."""
+    fastest and the slowest at a full batch (default builds: 11-18 SubNets, 93.2-97.0%, 5.8-12x)."""
     profile = _profile("superserve_vit")
     accuracies = [s["accuracy"] for s in profile["subnets"]]
     full = [s["latency_ms"][str(profile["max_batch_size"])] for s in profile["subnets"]]

@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     accuracies = [s["accuracy"] for s in subnets]
     full = [s["latency_ms"][str(profile["max_batch_size"])] for s in subnets]
     print(f"{len(subnets)} SubNets served, test accuracy {min(accuracies):.3f}..{max(accuracies):.3f}, "
-          f"batch-{profile['max_batch_size']} latency {min(full):.2f}..{max(full):.2f} ms ({max(full) / min(full):.1f}x) "
-          f"-> {args.out / 'profile.json'}")
+          f"batch-{profile['max_batch_size']} latency {min(full):.2f}..{max(full):.2f} ms "
+          f"({max(full) / min(full):.1f}x) -> {args.out / 'profile.json'}")
 
 
 if __name__ == "__main__":

@@ -159,8 +159,9 @@ class SlackFitLookahead(Policy):
       batch at hand (often a single request at light load) ruled out SubNets that a steady load settles to.
 
     The fastest SubNet is exempt from the last two, and alone runs while the burst rate is beyond what it
-    serves in full batches, planned (a hand-over smaller than one full batch is no such burst). If no SubNet fits, the fastest serves the largest batch the head's slack
-    allows (planned without the safety: better a likely hit than a certain shed).
+    serves in full batches, planned (a hand-over smaller than one full batch is no such burst). If no SubNet
+    fits, the fastest serves the largest batch the head's slack allows (planned without the safety: better a
+    likely hit than a certain shed).
     """
 
     name = "slackfit-la"
