@@ -196,11 +196,12 @@ class SlackFitLookahead(Policy):
         head = queue.head()
         slo_ns = head.deadline_ns - head.arrival_ns
         rate = queue.arrival_rate(now_ns) if self.max_utilization < 1.0 else 0.0
-        burst = queue.arrival_rate(now_ns, burst=True) / 1e9  # per ns
         # not even the fastest keeps up with this burst: it alone runs. A hand-over smaller than a full batch
         # says nothing of that (a cluster of 9 in the 1.5 ms of a one-request round read as 6,000/s)
-        if queue.arrival_rate(now_ns, burst=True, round_min_samples=p.max_batch) / 1e9 * fastest[-1] > p.max_batch:
+        guard = queue.arrival_rate(now_ns, burst=True, round_min_samples=p.max_batch) / 1e9  # per ns
+        if guard * fastest[-1] > p.max_batch:
             hi = lo = cheapest
+        burst = max(guard, queue.round_rate() / 1e9)  # the unseen backlog counts any hand-over's rate
         unseen = queue.unseen_since()
         if unseen is not None:
             rest_ns = self.drain_ns(len(queue) - taken, fastest)

@@ -89,6 +89,10 @@ class EDFQueue:
         self._round_rate = samples * 1e9 / (now_ns - head_ns) if now_ns > head_ns else 0.0
         self._round_samples = samples
 
+    def round_rate(self) -> float:
+        """The current hand-over's own rate, samples per second (0 if it found the model idle)."""
+        return self._round_rate
+
     def unseen_since(self) -> int | None:
         return self._unseen_since_ns
 
