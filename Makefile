@@ -82,8 +82,8 @@ perf: setup  ## perf_analyzer against a running server (RATE=req/s, SLO_MS; TRAC
 	$(PY) -m superserve_bench.perf --url 127.0.0.1:$(GRPC_PORT) --model $(MODEL_NAME) --slo-ms $(SLO_MS) $(if $(TRACE),--trace $(TRACE),--rate $(RATE))
 
 BENCH_OUT ?= results/bench
-bench: setup model  ## headline benchmark: SlackFit(-LA) vs plain Triton, ~28 min (QUICK=1: ~5 min; BENCH_OUT=folder; MODEL_NAME)
-	$(PY) -m superserve_bench.bench --out $(BENCH_OUT) --model $(MODEL_NAME) $(if $(QUICK),--quick,)
+bench: setup model  ## headline benchmark: SlackFit(-LA) vs plain Triton, ~28 min (QUICK=1: ~5 min; BENCH_OUT=folder; MODEL_NAME; BENCH_ARGS, e.g. --variant)
+	$(PY) -m superserve_bench.bench --out $(BENCH_OUT) --model $(MODEL_NAME) $(if $(QUICK),--quick,) $(BENCH_ARGS)
 	$(PY) -m superserve_bench.validate_sim --bench $(BENCH_OUT)
 
 RUNS ?= $(patsubst %/results.json,%,$(wildcard results/bench*/results.json))

@@ -94,6 +94,23 @@ def test_accuracy_floor_restricts_every_policy_to_accurate_subnets():
         assert policy.decide(_queue(1.5, lo=1), 0) is None, name  # even SubNet 1 at batch 1 needs 2 ms
 
 
+def test_the_shed_shortcut_never_changes_a_decision():
+    """decide() answers None without asking the policy when no SubNet fits the head's slack at batch 1: for
+    every policy, exactly what the policy itself would have answered."""
+    for name in ("slackfit", "slackfit-la", "maxacc", "maxbatch", "cheapest", "fixed:1"):
+        policy = make_policy(name, PROFILE, margin_ns=MS // 2, num_buckets=4, latency_safety=0.2,
+                             max_utilization=0.85)
+        for lo, hi in ((0, 2), (1, 2), (2, 2)):
+            for quarter_ms in range(0, 60):
+                queue = _queue(quarter_ms / 4, 6, 9, lo=lo, hi=hi)
+                head_lo, head_hi = policy.allowed(lo, hi)
+                if head_lo > head_hi:
+                    continue
+                slack = queue.head().deadline_ns - policy.margin_ns
+                assert policy.decide(queue, 0) == policy.choose(queue, head_lo, head_hi, slack, 0), (name, lo, hi)
+            assert policy.decide(_queue(0.1, lo=lo, hi=hi), 0) is None
+
+
 def test_pinned_requests_run_on_their_subnet():
     policy = make_policy("slackfit", PROFILE, num_buckets=4)
     assert policy.decide(_queue(100, lo=1, hi=1), 0).subnet == 1

@@ -97,11 +97,11 @@ def _served_or_refused(server, protocol, images, parameters=None, headers=None):
 
 def _tight_slo_ms(server, profile) -> float:
     """An SLO the most accurate SubNet cannot meet even alone, but the fastest can: halfway between their
-    batch-1 costs under the server's cost model (compute + learned per-sample overhead + margin)."""
+    batch-1 costs under the server's cost model (compute + learned overheads per batch and sample + margin)."""
     margin = config_from_pbtxt(REPO_ROOT / "model_repository/superserve/config.pbtxt").margin_ms
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
-    overhead = max(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("superserve_overhead_per_sample_ms") and f'model="{MODEL}"' in line)
+    overhead = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("superserve_overhead_per_") and f'model="{MODEL}"' in line)
     fastest = profile["subnets"][0]["latency_ms"]["1"]
     slowest = profile["subnets"][-1]["latency_ms"]["1"]
     return margin + overhead + (fastest + slowest) / 2

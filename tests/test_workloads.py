@@ -189,3 +189,17 @@ def test_benchmark_systems_have_distinct_labels_even_when_subnets_tie_on_accurac
     labels = [s.label for s in systems_for(profile)]
     assert len(set(labels)) == len(labels) == 4 + 6
     assert "Clipper+ 0.935" in labels and "Clipper+ 0.935 (SubNet 3)" in labels
+
+
+def test_a_benchmark_variant_is_superserve_with_its_serving_parameters_over_the_shipped_ones():
+    from superserve_bench.bench import parse_variant, repository_models
+
+    variant = parse_variant("margin 5:margin_ms=5; max_hold_ms = 10", 2)
+    assert (variant.label, variant.model, variant.policy) == ("margin 5", "superserve_variant_2", "slackfit-la")
+    [model] = repository_models([variant])
+    assert model.parameters == {"policy": "slackfit-la", "margin_ms": "5", "max_hold_ms": "10"}
+    assert parse_variant("paper:policy=SlackFit", 0).policy == "slackfit"
+    for bad, message in [("no settings", "LABEL:key=value"), ("x:margin_ms", "LABEL:key=value"),
+                         ("x:nope=1", "unknown parameter 'nope'"), ("x:margin_ms=soon", "must be float")]:
+        with pytest.raises(ValueError, match=message):
+            parse_variant(bad, 0)

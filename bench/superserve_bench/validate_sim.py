@@ -1,6 +1,7 @@
 """Validate the SIMULATOR against the real server: replay each benchmark trace through the simulator
-(same policy code and rounds, profiled latency + the server's learned per-sample overhead + margin) and compare
-SLO attainment and accuracy with what the real server measured on the same trace, for SuperServe's policies.
+(same policy code and rounds, profiled latency + the server's learned overheads per batch and per sample + margin)
+and compare SLO attainment and accuracy with what the real server measured on the same trace, for SuperServe's
+policies.
 
     .venv/bin/python -m superserve_bench.validate_sim --bench results/bench
 """
@@ -8,11 +9,12 @@ SLO attainment and accuracy with what the real server measured on the same trace
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 from superserve.scheduler import Profile, make_policy
-from superserve.serving.config import read_model_config
+from superserve.serving.config import ServingConfig, parse_config, read_model_config
 from superserve.simulator import simulate
 
 from .bench import load_setup
@@ -23,26 +25,35 @@ from .traces import Trace
 __all__ = ["main"]
 
 
+def _with_parameters(shipped: ServingConfig, parameters: dict) -> ServingConfig:
+    """The shipped serving config with a benchmark row's parameters (its policy, a variant's settings) over it."""
+    given = parse_config(parameters)
+    return dataclasses.replace(shipped, **{key: getattr(given, key) for key in parameters})
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bench", type=Path, default=Path("results/bench"))
-    p.add_argument("--overhead-ms", type=float, default=None,
-                   help="per-sample overhead (default: what the benchmark's server learned, else the config's)")
+    p.add_argument("--overhead-ms", type=float, nargs=2, default=None, metavar=("PER_BATCH", "PER_SAMPLE"),
+                   help="serving overheads (default: what the benchmark's server learned, else the config's)")
     args = p.parse_args(argv)
     results = json.loads((args.bench / "results.json").read_text())
     model = results.get("model", "superserve")
-    profile_dict, config, _ = load_setup(model=model)
+    profile_dict, shipped, _ = load_setup(model=model)
     handover = read_model_config(model_dir(model) / "config.pbtxt").max_batch_size  # the rounds' hand-over
-    overhead_ms = args.overhead_ms or results.get("learned_overhead_per_sample_ms") or config.overhead_per_sample_ms
-    profile = Profile.from_dict(profile_dict).with_overhead(0, int(overhead_ms * 1e6))
+    learned = results.get("learned_overhead_ms") or {}
+    per_batch, per_sample = args.overhead_ms or (learned.get("batch") or shipped.overhead_per_batch_ms,
+                                                 learned.get("sample") or shipped.overhead_per_sample_ms)
+    profile = Profile.from_dict(profile_dict).with_overhead(int(per_batch * 1e6), int(per_sample * 1e6))
     rows = []
     for trace_result in results["traces"]:
         trace = Trace.load(args.bench / "traces" / f"{trace_result['name']}.json")
         for real in trace_result["rows"]:
             if "policy" not in real["parameters"]:
                 continue  # plain Triton: not what the simulator models
-            policy = make_policy(real["parameters"]["policy"], profile, int(config.margin_ms * 1e6),
-                                 config.num_buckets, config.latency_safety, config.max_utilization)
+            config = _with_parameters(shipped, real["parameters"])  # a --variant's serving parameters
+            policy = make_policy(config.policy, profile, int(config.margin_ms * 1e6), config.num_buckets,
+                                 config.latency_safety, config.max_utilization)
             records = simulate(trace.arrivals_s, policy, results["slo_ms"], latency_safety=config.latency_safety,
                                handover_samples=handover, idle_gap_ms=config.idle_gap_ms,
                                max_hold_ms=config.max_hold_ms)
@@ -51,10 +62,12 @@ def main(argv: list[str] | None = None) -> None:
                          "simulated_attainment": sim["slo_attainment"],
                          "real_accuracy": real["mean_serving_accuracy"],
                          "simulated_accuracy": sim["mean_serving_accuracy"]})
-    out = {"overhead_per_sample_ms": overhead_ms, "margin_ms": config.margin_ms, "rows": rows}
+    out = {"overhead_per_batch_ms": per_batch, "overhead_per_sample_ms": per_sample, "margin_ms": shipped.margin_ms,
+           "rows": rows}
     (args.bench / "simulator_validation.json").write_text(json.dumps(out, indent=1))
-    lines = [f"Simulator (SIMULATED: profiled latency + {overhead_ms:.3f} ms/sample overhead, margin "
-             f"{config.margin_ms} ms, the live server's rounds) vs the real server on the same traces:", "",
+    lines = [f"Simulator (SIMULATED: profiled latency + {per_batch:.3f} ms per batch + {per_sample:.3f} ms per "
+             f"sample of overhead, margin {shipped.margin_ms} ms unless a variant sets it, the live server's rounds) "
+             "vs the real server on the same traces:", "",
              "| trace | system | attainment real | simulated | diff (points) | accuracy real | simulated |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -62,6 +62,7 @@ class Policy:
             raise ValueError(f"margin_ns must be >= 0, got {margin_ns}")
         self.profile = profile
         self.margin_ns = margin_ns
+        self._floors: dict[tuple[int, int], int] = {}
 
     def allowed(self, lo: int, hi: int) -> tuple[int, int]:
         return lo, hi
@@ -72,7 +73,16 @@ class Policy:
         if lo > hi:
             return None
         slack = head.deadline_ns - now_ns - self.margin_ns
+        if slack < self.floor_ns(lo, hi):  # nothing fits, whatever the policy: overloaded, it sheds thousands/s
+            return None
         return self.choose(queue, lo, hi, slack, now_ns)
+
+    def floor_ns(self, lo: int, hi: int) -> int:
+        """The least latency of any SubNet lo..hi (at batch 1): a head with less slack is shed by every policy."""
+        floor = self._floors.get((lo, hi))
+        if floor is None:
+            floor = self._floors[(lo, hi)] = min(self.profile.latency_ns(s, 1) for s in range(lo, hi + 1))
+        return floor
 
     def choose(self, queue: QueueView, lo: int, hi: int, slack_ns: int, now_ns: int) -> Decision | None:
         raise NotImplementedError
@@ -80,9 +90,7 @@ class Policy:
     def feasible(self, lo: int, hi: int, slo_ns: int) -> bool:
         """Could a request with this SubNet range and latency target be met on an idle server?"""
         lo, hi = self.allowed(lo, hi)
-        if lo > hi:
-            return False
-        return min(self.profile.latency_ns(s, 1) for s in range(lo, hi + 1)) + self.margin_ns <= slo_ns
+        return lo <= hi and self.floor_ns(lo, hi) + self.margin_ns <= slo_ns
 
     def _largest_batch(self, subnet: int, slack_ns: int, limit: int) -> int:
         """Largest batch <= limit whose latency on ``subnet`` fits in the slack (0 if none)."""

@@ -29,8 +29,9 @@ class ServingConfig:
     default_slo_ms: float = 50.0
     max_slo_ms: float = 60_000.0
     margin_ms: float = 3.0
-    overhead_per_sample_ms: float = 0.3
-    overhead_adapt_rate: float = 0.05
+    overhead_per_batch_ms: float = 0.3
+    overhead_per_sample_ms: float = 0.05
+    overhead_adapt_rate: float = 0.01
     slowdown_adapt_rate: float = 0.5
     num_threads: int = 1
     idle_gap_ms: float = 1.0
@@ -53,8 +54,12 @@ PARAMETERS = {
     "max_slo_ms": (0.001, None, "the largest slo_ms a request may ask for"),
     "margin_ms": (0.0, 10_000.0, "reserved from every slack for what the model cannot see: Triton's hand-over "
                                  "and sending the answer"),
-    "overhead_per_sample_ms": (0.0, 10_000.0, "starting per-sample serving cost added to the profiled latency"),
-    "overhead_adapt_rate": (0.0, 1.0, "how fast the per-sample cost is learned from real batches (0: fixed)"),
+    "overhead_per_batch_ms": (0.0, 10_000.0, "starting serving cost of a batch added to its profiled latency "
+                                             "(deciding, gathering, sending; learned from real batches)"),
+    "overhead_per_sample_ms": (0.0, 10_000.0, "starting serving cost of each sample of a batch, on top of "
+                                              "overhead_per_batch_ms"),
+    "overhead_adapt_rate": (0.0, 1.0, "how fast the serving costs are learned: each batch (for the cost between "
+                                      "rounds, each round) takes this share of the evidence (0: fixed)"),
     "slowdown_adapt_rate": (0.0, 1.0, "how fast the policy learns that batches run slower than planned (other work "
                                       "on the cores) and plans with it; per full batch (0: never)"),
     "num_threads": (1, 1024, "torch intra-op threads of the model instance (profile.json says what it was "

@@ -71,8 +71,8 @@ class SuperServeCore:
                         profile.get("device", "cpu"), self.device)
         self.net = net.to(self.device).eval()  # before any plan: pre-bound views live where the weights do
         self.config = config
-        self.cost = CostModel(Profile.from_dict(profile), config.overhead_per_sample_ms, config.overhead_adapt_rate,
-                              config.slowdown_adapt_rate)
+        self.cost = CostModel(Profile.from_dict(profile), config.overhead_per_batch_ms, config.overhead_per_sample_ms,
+                              config.overhead_adapt_rate, config.slowdown_adapt_rate)
         self.max_batch = self.cost.compute.max_batch
         self.input_shape = tuple(int(d) for d in profile["input_shape"])
         # On a GPU, a batch goes through one pinned host buffer, copied asynchronously; on the CPU, as it is.
@@ -87,8 +87,9 @@ class SuperServeCore:
         self._cancel_check_ns = int(config.cancel_check_ms * 1e6)
         self._max_hold_ns = int(config.max_hold_ms * 1e6)
         self._held_since_ns = 0  # when the oldest answer held for the round's list was computed
+        self._batch_ns = 0  # the current round's time in batches
         self.policy = self._make_policy()
-        self.metrics.cost_model(self.cost.overhead_ns)
+        self.metrics.cost_model(self.cost.per_batch_ns, self.cost.per_sample_ns)
         self.handover = HandoverClock(handover_samples or self.max_batch, self.max_batch,
                                       int(config.idle_gap_ms * 1e6), int(config.idle_gap_per_answer_ms * 1e6))
         self.queue = EDFQueue(int(config.rate_window_ms * 1e6))  # empty between rounds; keeps the arrival rate
@@ -137,6 +138,8 @@ class SuperServeCore:
                 continue
             valid.append((slot, handle, images, spec))
             samples += images.shape[0]
+        gap = self.handover.busy_gap_ns(now)  # Triton's turn-around since the previous round, unless idle
+        self._batch_ns = 0
         head = self.handover.start(now, samples, len(valid))
         queue = self.queue
         queue.start_round(self.handover.unseen_since(), head, now, samples)
@@ -172,6 +175,8 @@ class SuperServeCore:
                 listed -= 1
         self.metrics.queue_length(0)
         self.handover.end(end, listed)
+        if self.cost.observe_round(samples, gap + end - now - self._batch_ns):
+            self._replan()
         return responses
 
     def _serve_next(self, responses: list[Any], held: list[QueuedRequest]) -> None:
@@ -222,10 +227,15 @@ class SuperServeCore:
         if not held:
             self._held_since_ns = done
         held.extend(batch)
+        self._batch_ns += done - now
         if self.cost.observe(subnet, size, done - now):
-            self.policy = self._make_policy()
-            self._feasibility.clear()
-            self.metrics.cost_model(self.cost.overhead_ns)
+            self._replan()
+
+    def _replan(self) -> None:
+        """The cost model moved: a new policy over it."""
+        self.policy = self._make_policy()
+        self._feasibility.clear()
+        self.metrics.cost_model(self.cost.per_batch_ns, self.cost.per_sample_ns)
 
     def _on_device(self, images: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(images)

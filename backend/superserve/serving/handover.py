@@ -53,6 +53,12 @@ class HandoverClock:
         self._newest_ns = self.arrival(head, now_ns, requests - 1, requests) if requests > 1 else head
         return head
 
+    def busy_gap_ns(self, now_ns: int) -> int:
+        """Time since the previous round ended if a round starting now follows it back to back (else 0)."""
+        if self._ended_ns is None or now_ns - self._ended_ns > self._idle_after_ns:
+            return 0
+        return now_ns - self._ended_ns
+
     def unseen_since(self) -> int:
         """While the round runs: the earliest a request still in Triton's queue can have arrived (the round
         emptied that queue as it started, unless it was full: then after this round's newest)."""

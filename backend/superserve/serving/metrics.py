@@ -40,8 +40,8 @@ class Metrics:
     def batch(self, subnet: int, size: int, accuracy: float) -> None:
         """A batch of ``size`` samples ran on ``subnet`` (profiled accuracy ``accuracy``)."""
 
-    def cost_model(self, overhead_per_sample_ns: float) -> None:
-        """The per-sample serving overhead the policy currently plans with."""
+    def cost_model(self, per_batch_ns: float, per_sample_ns: float) -> None:
+        """The serving overheads (per batch, per sample) the policy currently plans with."""
 
     def round(self, requests: int) -> None:
         """Triton handed over ``requests`` requests in one execute() call."""
@@ -63,6 +63,7 @@ class MetricsSnapshot:
     samples: Counter = field(default_factory=Counter)  # per SubNet index
     queue_length: int = 0
     histograms: dict = field(default_factory=dict)  # name -> Binned, only those observed
+    overhead_per_batch_ms: float = 0.0
     overhead_per_sample_ms: float = 0.0
 
 
@@ -72,7 +73,7 @@ class MetricsBuffer(Metrics):
         self._outcomes: Counter = Counter()
         self._samples: Counter = Counter()
         self._queue_length = 0
-        self._overhead_ms = 0.0
+        self._overhead_ms = (0.0, 0.0)  # per batch, per sample
         self._observations: deque = deque(maxlen=max_observations)  # oldest dropped if nobody drains
 
     def outcome(self, outcome, count=1):
@@ -92,8 +93,8 @@ class MetricsBuffer(Metrics):
         self._observations.append(("batch_size", size))
         self._observations.append(("served_accuracy", accuracy))
 
-    def cost_model(self, overhead_per_sample_ns):
-        self._overhead_ms = overhead_per_sample_ns / 1e6
+    def cost_model(self, per_batch_ns, per_sample_ns):
+        self._overhead_ms = (per_batch_ns / 1e6, per_sample_ns / 1e6)
 
     def round(self, requests):
         self._observations.append(("round_requests", requests))
@@ -121,4 +122,4 @@ class MetricsBuffer(Metrics):
             for i, n in enumerate(binned.cumulative):
                 running += n
                 binned.cumulative[i] = running
-        return MetricsSnapshot(outcomes, samples, self._queue_length, histograms, self._overhead_ms)
+        return MetricsSnapshot(outcomes, samples, self._queue_length, histograms, *self._overhead_ms)

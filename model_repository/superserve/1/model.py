@@ -86,13 +86,15 @@ class _PrometheusExporter:
             "requests": family("superserve_requests_total", "Requests by outcome", family.COUNTER),
             "samples": family("superserve_subnet_samples_total", "Samples served per SubNet", family.COUNTER),
             "queue": family("superserve_queue_length", "Requests of the current round still waiting", family.GAUGE),
-            "overhead": family("superserve_overhead_per_sample_ms",
-                               "Per-sample serving overhead the policy plans with (learned)", family.GAUGE),
+            "per_batch": family("superserve_overhead_per_batch_ms",
+                                "Serving overhead per batch the policy plans with (learned)", family.GAUGE),
+            "per_sample": family("superserve_overhead_per_sample_ms",
+                                 "Serving overhead per sample the policy plans with (learned)", family.GAUGE),
         }
         self._outcomes = {o: self._families["requests"].Metric(labels={**label, "outcome": o}) for o in OUTCOMES}
         self._samples = [self._families["samples"].Metric(labels={**label, "subnet": str(i)}) for i in range(subnets)]
-        self._queue = self._families["queue"].Metric(labels=label)
-        self._overhead = self._families["overhead"].Metric(labels=label)
+        self._gauge_metrics = [self._families[name].Metric(labels=label)
+                               for name in ("queue", "per_batch", "per_sample")]
         # Histograms as Prometheus writes them (_bucket{le}, _sum, _count), fed from the buffer's bins: one update
         # per changed series per flush, where a native histogram would cost one per observation.
         self._histograms = {}
@@ -104,7 +106,7 @@ class _PrometheusExporter:
             self._histograms[name] = (buckets, series["sum"].Metric(labels=label),
                                       series["count"].Metric(labels=label))
         self._buffer = buffer
-        self._gauges = None
+        self._gauges = [None] * len(self._gauge_metrics)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="superserve-metrics", daemon=True)
         self._thread.start()
@@ -119,11 +121,11 @@ class _PrometheusExporter:
             self._outcomes[outcome].increment(count)
         for subnet, count in snapshot.samples.items():
             self._samples[subnet].increment(count)
-        gauges = (snapshot.queue_length, snapshot.overhead_per_sample_ms)
-        if gauges != self._gauges:  # an unchanged gauge costs an IPC round trip all the same
-            self._queue.set(gauges[0])
-            self._overhead.set(gauges[1])
-            self._gauges = gauges
+        gauges = (snapshot.queue_length, snapshot.overhead_per_batch_ms, snapshot.overhead_per_sample_ms)
+        for i, (metric, value) in enumerate(zip(self._gauge_metrics, gauges)):
+            if value != self._gauges[i]:  # an unchanged gauge costs an IPC round trip all the same
+                metric.set(value)
+                self._gauges[i] = value
         for name, binned in snapshot.histograms.items():
             buckets, total, count = self._histograms[name]
             for bucket, n in zip(buckets, binned.cumulative):
