@@ -32,7 +32,8 @@ SLOWDOWN_CLIP = 3.0  # one batch may count at most this slow: a stall is not the
 
 class DecayedLine:
     """``fixed + per_sample * n``: the weighted least-squares line through observed (n, cost), each observation
-    taking ``rate`` of the weight (older ones fade), neither part below 0.
+    taking ``rate`` of the weight (older ones fade), neither part below 0. One observation counts at most twice
+    what the line expected of it (plus ``OVERHEAD_FLOOR_NS``): a single stall is not a cost.
 
     The starting values enter as two observations (at n = 1 and n = ``scale``) that fade like the rest, and as
     a lasting pull of ``PRIOR_WEIGHT``, on the per-sample part ``scale``^2 times stronger: while every
@@ -52,6 +53,7 @@ class DecayedLine:
         return self.fixed_ns + self.per_sample_ns * n
 
     def observe(self, n: int, cost_ns: float) -> None:
+        cost_ns = min(max(0.0, cost_ns), 2.0 * self.at(n) + OVERHEAD_FLOOR_NS)
         self._sums = [(1.0 - self._rate) * s for s in self._sums]
         self._add(self._rate, n, cost_ns)
         w, sn, snn, sy, sny = self._sums
@@ -78,9 +80,9 @@ class CostModel:
 
     ``batch``: a batch's time beyond its profiled compute, from the starting values given. ``round``: a round's
     time outside its batches, plus Triton's turn-around before it when it followed the previous round back to
-    back (idle time is no cost), from 0. One batch counts at most twice the overhead it was expected to cost,
-    and at most ``SLOWDOWN_CLIP`` times slow: a single stall (the stub's garbage collector, a preempted thread)
-    is neither an overhead nor the machine's speed.
+    back (idle time is no cost), from 0. A batch or round counts at most twice what its line expected of it,
+    and a batch at most ``SLOWDOWN_CLIP`` times slow: a single stall (the stub's garbage collector, a preempted
+    thread) is neither an overhead nor the machine's speed.
     """
 
     def __init__(self, compute: Profile, per_batch_ms: float, per_sample_ms: float, adapt_rate: float,
@@ -122,15 +124,14 @@ class CostModel:
             weight = samples / self.compute.max_batch  # a batch of 1 is 1/max_batch of the evidence of a full one
             self.slowdown += min(1.0, self.slowdown_rate * weight) * (ratio - self.slowdown)
         if self.adapt_rate:
-            self.batch.observe(samples, min(max(0.0, elapsed_ns - compute_ns), 2.0 * expected_ns + OVERHEAD_FLOOR_NS))
+            self.batch.observe(samples, elapsed_ns - compute_ns)
         return self._replan()
 
     def observe_round(self, samples: int, outside_ns: int) -> bool:
         """Fold one round's time outside its batches into the round overhead; True when the plan changed."""
         if not (self.adapt_rate and samples):
             return False
-        expected_ns = self.round.at(samples)
-        self.round.observe(samples, min(max(0, outside_ns), 2.0 * expected_ns + OVERHEAD_FLOOR_NS))
+        self.round.observe(samples, outside_ns)
         return self._replan()
 
     def _replan(self) -> bool:
