@@ -1,5 +1,7 @@
 """Policies on hand-built queues and profiles: bucket choice, EDF order, shedding, accuracy floors."""
 
+import math
+
 import pytest
 
 from superserve.scheduler import Decision, EDFQueue, Profile, ProfileError, QueuedRequest, make_policy
@@ -190,6 +192,23 @@ def test_slackfit_lookahead_budgets_for_the_backlog():
     assert la.decide(_queue(0.5), 0) is None  # infeasible heads are still shed
 
 
+def test_slackfit_lookahead_sheds_an_urgent_head_when_its_small_batch_would_cost_the_queue_more():
+    la = make_policy("slackfit-la", PROFILE)
+    # The head's 1.2 ms fit a batch of one (1 ms). Served, the next four (due 2.6 ms) miss: 1 + 4 on time.
+    # Shed, a full batch of them (2.5 ms) and one of the four behind (5 ms by 5.2 ms) make it: 8 on time.
+    overloaded = _queue(1.2, 2.6, 2.6, 2.6, 2.6, 5.2, 5.2, 5.2, 5.2)
+    fastest = [int(x * MS) for x in (1.0, 1.5, 2.0, 2.5)]
+    assert la.on_time(overloaded, 1, 0, int(1.2 * MS), fastest) == 8
+    assert la.on_time(overloaded, 1, 1 * MS, int(1.2 * MS), fastest) == 4
+    assert la.decide(overloaded, 0) is None
+    # ... and serves the next head in a full batch
+    overloaded.pop_head()
+    assert la.decide(overloaded, 0) == Decision(0, 4)
+    # with time for the queue behind it, the urgent head is served, in the largest batch its slack allows
+    assert la.decide(_queue(1.2, 3.6, 3.6, 3.6, 3.6, 7, 7, 7, 7), 0) == Decision(0, 1)
+    assert la.decide(_queue(1.6, 3.6, 3.6, 3.6, 3.6), 0) == Decision(0, 2)
+
+
 def test_slackfit_lookahead_plans_every_batch_with_the_latency_safety():
     la = make_policy("slackfit-la", PROFILE)
     safe = make_policy("slackfit-la", PROFILE, latency_safety=0.25)
@@ -223,6 +242,21 @@ def test_edf_queue_estimates_the_recent_arrival_rate():
         q.push(QueuedRequest(10**12, i * MS, 0, 2))
     assert q.arrival_rate(999 * MS) == pytest.approx(1000, rel=0.01)
     assert q.arrival_rate(1099 * MS) == pytest.approx(1000 / 2.718281828, rel=0.01)  # decays with no arrivals
+
+
+def test_the_arrival_rate_is_read_over_the_time_seen_until_it_spans_a_time_constant():
+    q = EDFQueue(rate_window_ns=500 * MS, burst_window_ns=50 * MS)
+    for i in range(100):  # 1,000 req/s from cold, for a fifth of the long time constant
+        q.push(QueuedRequest(10**12, i * MS, 0, 2))
+    assert q.arrival_rate(99 * MS) == pytest.approx(1000, rel=0.02)  # not 181: the count of a fifth of it
+    assert q.arrival_rate(99 * MS, burst=True) == pytest.approx(1000, rel=0.02)
+    # after an idle spell longer than the long time constant, a new estimate: 100 in 10 ms, over the 50 ms
+    # the short time constant spans, rather than 100 on top of the old count, decayed
+    for i in range(100):
+        q.push(QueuedRequest(10**12, 700 * MS + i * MS // 10, 0, 2))
+    assert q.arrival_rate(710 * MS) == pytest.approx(100 / (0.5 * -math.expm1(-0.1)), rel=0.02)
+    decayed = sum(math.exp(-(10 - i / 10) / 50) for i in range(100))  # what the short time constant counts
+    assert q.arrival_rate(710 * MS, burst=True) == pytest.approx(decayed / (0.05 * -math.expm1(-1.0)), rel=0.01)
 
 
 def _steady_queue(rate_per_s, slo_ms=100.0, waiting=1, seconds=1.0):
@@ -310,7 +344,7 @@ def test_edf_queue_sees_a_burst_on_its_short_time_constant():
     for i in range(100):  # then 100 in 10 ms
         q.push(QueuedRequest(10**12, 1000 * MS + i * MS // 10, 0, 2))
     now = 1010 * MS
-    assert q.arrival_rate(now) == pytest.approx(1045, rel=0.02)  # the long estimate moves by a fifth
+    assert q.arrival_rate(now) == pytest.approx(1204, rel=0.02)  # the long estimate moves by a fifth
     assert q.arrival_rate(now, burst=True) == pytest.approx(2620, rel=0.02)  # the short one sees the burst
     assert q.arrival_rate(now + 500 * MS, burst=True) == q.arrival_rate(now + 500 * MS)  # never below the long one
 
@@ -322,9 +356,12 @@ def test_a_hand_over_counts_as_a_burst_rate_for_its_round():
         q.push(QueuedRequest(10**12, 90 * MS + i * MS // 2, 0, 2))
     assert q.unseen_since() == 100 * MS
     assert q.arrival_rate(100 * MS, burst=True) == pytest.approx(2000)
-    assert q.arrival_rate(100 * MS) == pytest.approx(40, rel=0.05)  # the long estimate: 20 in 0.5 s
+    assert q.arrival_rate(100 * MS) == pytest.approx(416, rel=0.05)  # the long estimate: 20 over the 50 ms it
+    # has seen at least (it has seen 10)
     assert q.arrival_rate(100 * MS, burst=True, round_min_samples=20) == pytest.approx(2000)
-    assert q.arrival_rate(100 * MS, burst=True, round_min_samples=21) == pytest.approx(360, rel=0.05)  # the short
+    assert q.arrival_rate(100 * MS, burst=True, round_min_samples=21) == pytest.approx(571, rel=0.05)  # the short
     # time constant alone: a hand-over of 20 is too small to count here
     q.start_round(200 * MS, 200 * MS, 200 * MS, 1)  # a round that found the model idle says nothing of the rate
-    assert q.arrival_rate(200 * MS, burst=True) < 100  # back to the time constants' estimates
+    # back to the time constants' estimates: 20 arrivals over the 110 ms seen
+    assert q.arrival_rate(200 * MS, burst=True) == pytest.approx(q.arrival_rate(200 * MS))
+    assert q.arrival_rate(200 * MS) < 200

@@ -208,7 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=None,
                    help="runs per system and trace, interleaved, to measure run-to-run noise (default 2, quick 1)")
     p.add_argument("--systems", default="", help="comma-separated labels to run (default: all), e.g. SlackFit-LA")
-    p.add_argument("--traces", default="", help="run only traces whose name contains this text, e.g. cv8")
+    p.add_argument("--traces", default="",
+                   help="run only traces whose name contains this text, or any of several, comma-separated: "
+                        "e.g. cv8 or azure,cv8")
     p.add_argument("--model", default="superserve", choices=SERVED_MODELS, help="the SuperNet to benchmark")
     p.add_argument("--variant", action="append", default=[], metavar="LABEL:key=value;...",
                    help="also run SuperServe with these serving parameters (docs/configuration.md) as system LABEL; "
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         results["capacity"] = measure_capacity(server, profile, args.out)
         traces = [t for t in build_traces(results["capacity"]["top_rps"], args.quick, duration, args.seed)
-                  if args.traces in t.name]
+                  if any(part in t.name for part in args.traces.split(","))]
         if not traces:
             raise SystemExit(f"no benchmark trace name contains {args.traces!r}")
         for trace in traces:

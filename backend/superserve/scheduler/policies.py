@@ -14,6 +14,7 @@ queue, or ``None`` when even the fastest SubNet allowed for that request cannot 
   requests arriving meanwhile, served after this batch by the fastest SubNet, still meet their deadlines;
   within it, the most accurate SubNet that serves a full batch of what waits, planned at ``1 + safety``
   times its latency, without keeping the server busier than ``max_utilization`` at the recent arrival rate.
+  In an overload it sheds an urgent head rather than serve it in a batch too small to keep up.
 - ``maxacc``: the most accurate SubNet that fits at batch 1, then the largest batch it fits.
 - ``maxbatch``: the largest batch some SubNet fits, then the most accurate SubNet at that batch.
 - ``fixed:<i>``: always SubNet ``i`` (Clipper+, one fixed model), at the largest batch that fits.
@@ -48,6 +49,7 @@ class QueueView(Protocol):
     def head(self): ...
     def count_for(self, subnet: int) -> int: ...
     def deadline_at(self, position: int) -> int: ...
+    def position_of(self, deadline_ns: int, start: int = 0) -> int: ...  # first position due at or after it
     def arrival_rate(self, now_ns: int, burst: bool = False) -> float: ...
     def unseen_since(self) -> int | None: ...  # arrivals after this are not in the queue yet (None: all are)
 
@@ -169,7 +171,9 @@ class SlackFitLookahead(Policy):
     The fastest SubNet is exempt from the last two, and alone runs while the burst rate is beyond what it
     serves in full batches, planned (a hand-over smaller than one full batch is no such burst). If no SubNet
     fits, the fastest serves the largest batch the head's slack allows (planned without the safety: better a
-    likely hit than a certain shed).
+    likely hit than a certain shed), unless shedding the head lets more of the queue be served on time
+    (``on_time``): in an overload, serving an urgent head in a batch of one or two slows the whole queue to
+    small-batch speed, and the requests behind it then miss in turn.
     """
 
     name = "slackfit-la"
@@ -229,9 +233,15 @@ class SlackFitLookahead(Policy):
                         planned + self.drain_ns(burst * (unseen_ns + planned), fastest) > unseen_left:
                     continue
             return Decision(s, b)
-        # The backlog cannot all be met: serve the most samples the head's slack allows, fastest first.
+        # The backlog cannot all be met: serve the most samples the head's slack allows, fastest first, unless
+        # shedding the head serves more of the queue on time.
         b = self._largest_batch(cheapest, slack_ns, min(p.max_batch, queue.count_for(cheapest)))
-        return Decision(cheapest, b) if b else None
+        if not b:
+            return None
+        if b < taken and self.on_time(queue, 1, 0, slack_ns, fastest) > \
+                b + self.on_time(queue, b, p.latency_ns(cheapest, b), slack_ns, fastest):
+            return None
+        return Decision(cheapest, b)
 
     def settles(self, subnet: int, rate: float, slo_ns: int) -> bool:
         """At ``rate`` samples/s, is there a batch size that keeps ``subnet`` under the utilization cap, and do
@@ -253,6 +263,26 @@ class SlackFitLookahead(Policy):
             budget = min(budget, slack_ns + queue.deadline_at(i) - head - spent)
             i += k
         return budget
+
+    def on_time(self, queue, start: int, spent_ns: int, slack_ns: int, fastest: list[int]) -> int:
+        """How many requests from position ``start`` on full batches of the fastest SubNet serve by their
+        deadlines, starting ``spent_ns`` from now, passing over (shedding) those that such a batch would make
+        late. Positions count requests, as in ``backlog_budget``."""
+        n, batch = len(queue), self.profile.max_batch
+        if start >= n:
+            return 0
+        due = queue.deadline_at(0) - slack_ns  # a deadline minus this is that request's slack
+        served, i, spent = 0, start, spent_ns
+        while i < n:
+            k = min(batch, n - i)
+            finish = due + spent + fastest[k - 1]
+            if queue.deadline_at(i) < finish:
+                i = queue.position_of(finish, i)  # nothing before it makes a batch of k in time
+                continue
+            served += k
+            spent += fastest[k - 1]
+            i += k
+        return served
 
     def drain_ns(self, samples: float, fastest: list[int]) -> int:
         """Planned time for full batches of the fastest SubNet to serve ``samples``."""

@@ -43,16 +43,24 @@ class QueuedRequest:
         return f"QueuedRequest(deadline_ns={self.deadline_ns}, range=[{self.lo}, {self.hi}])"
 
 
+def _deadline(request: QueuedRequest) -> int:
+    return request.deadline_ns
+
+
 class EDFQueue:
     """Sorted on (deadline, arrival order). Not thread-safe: the dispatcher holds its own lock."""
 
     def __init__(self, rate_window_ns: int = 500_000_000, burst_window_ns: int = 50_000_000) -> None:
         self._items: list[QueuedRequest] = []
         # Arrival rates: samples counted with exponential decay over a time constant, a long one for the load
-        # and a short one that sees a burst within a few batches.
+        # and a short one that sees a burst within a few batches. From the first arrival (or the first after an
+        # idle spell) the count is read over the time seen so far: read over the whole time constant, a load
+        # starting from cold looked a fifth of what it was for the first 100 ms and half for 350 ms, and the
+        # utilization cap let a burst at start-up in on the most accurate SubNets.
         self._windows_ns = (rate_window_ns, burst_window_ns)
         self._decayed = [0.0, 0.0]
         self._last_arrival_ns: int | None = None
+        self._first_arrival_ns = 0  # of the arrivals counted since the estimate (re)started
         # Arrivals after this time are not in the queue yet (they wait in Triton's queue until the round
         # ends); None: every arrival is in it.
         self._unseen_since_ns: int | None = None
@@ -75,7 +83,10 @@ class EDFQueue:
         if self._last_arrival_ns is None:
             return 0.0
         age = max(0, now_ns - self._last_arrival_ns)
-        rates = [decayed * math.exp(-age / window) * 1e9 / window
+        # Over the time seen so far (at least the short time constant) until it spans a long one: the decayed
+        # count of a steady rate grows to its full weight only over a time constant.
+        seen = max(now_ns - self._first_arrival_ns, self._windows_ns[1])
+        rates = [decayed * math.exp(-age / window) * 1e9 / (window * -math.expm1(-seen / window))
                  for decayed, window in zip(self._decayed, self._windows_ns)]
         if not burst:
             return rates[0]
@@ -99,15 +110,19 @@ class EDFQueue:
     def push(self, request: QueuedRequest) -> None:
         request.seq = next(self._seq)
         decayed = self._decayed
-        if self._last_arrival_ns is not None and request.arrival_ns > self._last_arrival_ns:
+        if self._last_arrival_ns is None or request.arrival_ns - self._last_arrival_ns > self._windows_ns[0]:
+            # the first arrival, or the first after an idle spell of a long time constant: a new estimate
+            self._decayed = decayed = [0.0, 0.0]
+            self._first_arrival_ns = request.arrival_ns
+            self._last_arrival_ns = request.arrival_ns
+        if request.arrival_ns > self._last_arrival_ns:
             age = request.arrival_ns - self._last_arrival_ns
             decayed[0] = decayed[0] * math.exp(-age / self._windows_ns[0]) + request.size
             decayed[1] = decayed[1] * math.exp(-age / self._windows_ns[1]) + request.size
+            self._last_arrival_ns = request.arrival_ns
         else:
             decayed[0] += request.size
             decayed[1] += request.size
-        if self._last_arrival_ns is None or request.arrival_ns > self._last_arrival_ns:
-            self._last_arrival_ns = request.arrival_ns
         items = self._items
         if not items or not request < items[-1]:
             items.append(request)
@@ -122,6 +137,10 @@ class EDFQueue:
     def deadline_at(self, position: int) -> int:
         """Deadline of the request at ``position`` in EDF order (0 is the head)."""
         return self._items[position].deadline_ns
+
+    def position_of(self, deadline_ns: int, start: int = 0) -> int:
+        """The first position from ``start`` on whose deadline is at least ``deadline_ns`` (``len`` if none)."""
+        return bisect.bisect_left(self._items, deadline_ns, start, key=_deadline)
 
     def count_for(self, subnet: int) -> int:
         """How many waiting samples ``subnet`` may serve."""
