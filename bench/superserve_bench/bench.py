@@ -52,6 +52,10 @@ class System:
     accuracy: float | None = None  # plain Triton's responses carry no ACCURACY: the profile's
     parameters: tuple[tuple[str, str], ...] = ()  # SuperServe's serving parameters beyond the shipped config
 
+    def serving_parameters(self) -> dict:
+        """SuperServe's parameters over the shipped config (its policy first); plain Triton's fixed SubNet."""
+        return {"policy": self.policy, **dict(self.parameters)} if self.policy else {"subnet": self.subnet}
+
 
 def parse_variant(spec: str, index: int) -> System:
     """``LABEL:key=value;key=value``: SuperServe (SlackFit-LA unless ``policy`` is set) with these serving
@@ -80,8 +84,8 @@ def systems_for(profile: dict) -> list[System]:
 
 
 def repository_models(systems: list[System]) -> list:
-    return [SuperServeModel(s.model, {"policy": s.policy, **dict(s.parameters)}) if s.policy else
-            NativeModel(s.model, s.subnet) for s in systems]
+    return [SuperServeModel(s.model, s.serving_parameters()) if s.policy else NativeModel(s.model, s.subnet)
+            for s in systems]
 
 
 def measure_capacity(server, profile: dict, work: Path, seconds: float = 4.0) -> dict:
@@ -285,8 +289,7 @@ def main(argv: list[str] | None = None) -> None:
                     runs[system.label].append(records)
                     bar.update(1)
                     time.sleep(0.5)  # let the server drain before the next run
-            rows = [aggregate(s.label, s.model, {"policy": s.policy, **dict(s.parameters)} if s.policy else
-                              {"subnet": s.subnet}, runs[s.label], slo_ms) for s in systems]
+            rows = [aggregate(s.label, s.model, s.serving_parameters(), runs[s.label], slo_ms) for s in systems]
             results["traces"].append({"name": trace.name, "params": trace.params, "mean_rate": trace.mean_rate,
                                       "requests": len(trace.arrivals_s), "rows": rows,
                                       "vs_fixed": {label: compare_to_fixed(rows, label) for label in ADAPTIVE}})

@@ -269,8 +269,6 @@ class SlackFitLookahead(Policy):
         deadlines, starting ``spent_ns`` from now, passing over (shedding) those that such a batch would make
         late. Positions count requests, as in ``backlog_budget``."""
         n, batch = len(queue), self.profile.max_batch
-        if start >= n:
-            return 0
         due = queue.deadline_at(0) - slack_ns  # a deadline minus this is that request's slack
         served, i, spent = 0, start, spent_ns
         while i < n:

@@ -43,7 +43,7 @@ class HandoverClock:
     def start(self, now_ns: int, samples: int, requests: int = 1) -> int:
         """A round of ``requests`` requests, ``samples`` samples, starts now: when its oldest request arrived, at
         the earliest."""
-        if self._ended_ns is None or now_ns - self._ended_ns > self._idle_after_ns:
+        if self._found_idle(now_ns):
             head = now_ns
         elif self._full:
             head = self._newest_ns
@@ -55,9 +55,11 @@ class HandoverClock:
 
     def busy_gap_ns(self, now_ns: int) -> int:
         """Time since the previous round ended if a round starting now follows it back to back (else 0)."""
-        if self._ended_ns is None or now_ns - self._ended_ns > self._idle_after_ns:
-            return 0
-        return now_ns - self._ended_ns
+        return 0 if self._found_idle(now_ns) else now_ns - self._ended_ns
+
+    def _found_idle(self, now_ns: int) -> bool:
+        """Does a round starting now find the model idle (no round yet, or longer than the idle gap since one)?"""
+        return self._ended_ns is None or now_ns - self._ended_ns > self._idle_after_ns
 
     def unseen_since(self) -> int:
         """While the round runs: the earliest a request still in Triton's queue can have arrived (the round
