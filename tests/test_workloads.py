@@ -128,6 +128,41 @@ def test_benchmark_rows_pool_repeated_runs_and_keep_their_spread():
     assert [r["slo_attainment"] for r in row["runs"]] == pytest.approx([0.9, 0.7])
 
 
+def test_the_servers_own_books_of_runs_pool_into_the_mean_requests_time_and_the_models_count_of_misses():
+    from superserve_bench.compare import aggregate
+    from superserve_bench.prometheus import model_books
+    from superserve_bench.report import markdown
+
+    def scrape(requests, executions, queue_us, infer_us, output_us, late, shed, other=0.0):
+        m, v = 'model="ss",version="1"', 'model="ss_vit",version="1"'  # another model's books stay out
+        return {f"nv_inference_count{{{m}}}": requests, f"nv_inference_exec_count{{{m}}}": executions,
+                f"nv_inference_queue_duration_us{{{m}}}": queue_us,
+                f"nv_inference_compute_input_duration_us{{{m}}}": 0.0,
+                f"nv_inference_compute_infer_duration_us{{{m}}}": infer_us,
+                f"nv_inference_compute_output_duration_us{{{m}}}": output_us,
+                f"nv_inference_request_duration_us{{{m}}}": queue_us + infer_us + output_us,
+                f'superserve_requests_total{{{m},outcome="late"}}': late,
+                f'superserve_requests_total{{{m},outcome="shed"}}': shed,
+                f"nv_inference_count{{{v}}}": other, f'superserve_requests_total{{{v},outcome="late"}}': other}
+
+    start = scrape(100, 10, 1e5, 2e5, 5e4, 1, 2, other=7.0)
+    first = model_books(start, scrape(300, 20, 3e5, 6e5, 1.5e5, 3, 2, other=70.0), "ss")
+    assert first["requests"] == 200 and first["executions"] == 10 and first["queue_us"] == 2e5
+    assert first["outcomes"] == {"late": 2, "shed": 0}
+    second = model_books(start, scrape(200, 20, 4e5, 2e5, 1.5e5, 1, 8), "ss")  # 100 requests, 6 refused
+    runs = [[Record(0.0, 0.0, 4.0, "on_time", 1, 0.9)] * 290 + [Record(0.0, 0.0, 0.0, "shed")] * 10]
+    row = aggregate("SlackFit-LA", "ss", {}, runs, slo_ms=10, books=[first, second])
+    b = row["server_books"]
+    assert b["requests_per_execute"] == pytest.approx(300 / 20)
+    assert (b["queue_ms"], b["execute_ms"], b["output_ms"]) == pytest.approx((5 / 3, 4 / 3, 2 / 3))
+    assert b["in_triton_ms"] == pytest.approx(b["queue_ms"] + b["execute_ms"] + b["output_ms"])
+    assert b["outcomes"] == {"late": 2, "shed": 6}
+    assert aggregate("Clipper+ 0.9", "n", {}, runs, slo_ms=10)["runs"] == row["runs"]  # books are optional
+    report = markdown({"slo_ms": 10, "duration_s": 1, "capacity": {"top_rps": 1, "fastest_rps": 2},
+                       "traces": [{"name": "t", "mean_rate": 1, "requests": 300, "rows": [row], "vs_fixed": {}}]})
+    assert "| SlackFit-LA | 15.0 | 1.67 | 1.33 | 0.67 | 3.67 | 4.00 | 8 / 10 |" in report
+
+
 def test_replayer_records_every_request_when_no_server_answers():
     """No server on the port: the replay must not hang on connecting, every request ends in its own record,
     and the garbage collector the replay switches off is back on afterwards."""

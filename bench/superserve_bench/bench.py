@@ -30,7 +30,7 @@ from .bench_peer import perf_analyzer
 from .compare import ADAPTIVE, FIXED_PREFIX, aggregate, compare_to_fixed
 from .perf import write_input_data
 from .plots import plot
-from .prometheus import scrape, total
+from .prometheus import model_books, scrape, total
 from .replay import replay_sync
 from .report import markdown
 from .repository import SERVED_MODELS, NativeModel, SuperServeModel, make_repository, model_dir
@@ -39,6 +39,7 @@ from .traces import Trace, azure_functions, bursty
 __all__ = ["main", "System", "systems_for", "parse_variant", "load_setup", "measure_capacity"]
 
 LEAD_IN_S = 2.0  # of each trace, replayed unmeasured before every run (see lead_in)
+BOOKS_SETTLE_S = 0.6  # the SuperServe model publishes its own counts every 0.5 s: the scrape after a run waits
 MAX_RERUNS = 3  # restarts of the server for one run after a Python stub died, before giving up
 POLICIES = {"SlackFit-LA": "slackfit-la", "SlackFit": "slackfit", "MaxAcc": "maxacc", "MaxBatch": "maxbatch"}
 
@@ -156,16 +157,21 @@ def measured_run(server, trace: Trace, slo_ms: float, images, system: System, wa
     Without it, a run inherited the state the previous run left in the model (the learned cost model, the
     arrival-rate estimate), from another system sharing the model or from a lighter trace: in one full
     benchmark the first pass over a trace was the worse one in 20 of the 25 system/trace pairs whose two runs
-    differed. With ``watch``, the server's batch sizes are sampled during the run."""
+    differed. Returns the client's records, the server's own books of the run (``model_books``) and, with
+    ``watch``, the server's batch sizes sampled during it."""
     replay_system(server, head(trace, LEAD_IN_S), slo_ms, images, system)
     poller = _MetricsPoller(server.metrics_url, system.model)
     if watch:
         poller.start()
+    # the run follows its lead-in at once, so that it starts with the state the lead-in left; the model's own
+    # counts may then take in up to the lead-in's last half-second (a SuperServe model publishes them every 0.5 s)
+    before = scrape(server.metrics_url)
     records = replay_system(server, trace, slo_ms, images, system)
     if watch:
         poller.stop_event.set()
         poller.join()
-    return records, poller
+    time.sleep(BOOKS_SETTLE_S)  # also lets the server drain before the next run
+    return records, model_books(before, scrape(server.metrics_url), system.model), poller
 
 
 def build_traces(top: float, quick: bool, duration_s: float, seed: int) -> list[Trace]:
@@ -260,12 +266,13 @@ def main(argv: list[str] | None = None) -> None:
         bar = tqdm(total=len(traces) * len(systems) * repeats, desc="benchmark runs", unit="run")
         for t_index, trace in enumerate(traces):
             runs: dict[str, list] = {s.label: [] for s in systems}
+            books: dict[str, list] = {s.label: [] for s in systems}
             for rep in range(repeats):
                 # interleaved, each repeat in another order, so a slow spell of the machine is shared out
                 for system in (systems if rep % 2 == 0 else systems[::-1]):
                     bar.set_postfix_str(f"{trace.name} / {system.label}")
                     watch = t_index == 0 and rep == 0 and system.label == "SlackFit-LA"
-                    records, poller = measured_run(server, trace, slo_ms, images, system, watch)
+                    records, run_books, poller = measured_run(server, trace, slo_ms, images, system, watch)
                     reruns = 0
                     while dead := server.dead_stubs():
                         if reruns == MAX_RERUNS:
@@ -282,14 +289,15 @@ def main(argv: list[str] | None = None) -> None:
                         shutil.copy(args.out / "server.log", args.out / f"server.crash{len(results['restarts'])}.log")
                         server = start_server(repo, args.out / "server.log")
                         warm_up(server, systems, traces[0], slo_ms, images)
-                        records, poller = measured_run(server, trace, slo_ms, images, system, watch)
+                        records, run_books, poller = measured_run(server, trace, slo_ms, images, system, watch)
                     if watch:
                         results["dynamics"] = dynamics(trace, records, poller, bin_s=max(duration / 40, 0.25))
                         (args.out / "records_slackfit_la.json").write_text(json.dumps([asdict(r) for r in records]))
                     runs[system.label].append(records)
+                    books[system.label].append(run_books)
                     bar.update(1)
-                    time.sleep(0.5)  # let the server drain before the next run
-            rows = [aggregate(s.label, s.model, s.serving_parameters(), runs[s.label], slo_ms) for s in systems]
+            rows = [aggregate(s.label, s.model, s.serving_parameters(), runs[s.label], slo_ms, books[s.label])
+                    for s in systems]
             results["traces"].append({"name": trace.name, "params": trace.params, "mean_rate": trace.mean_rate,
                                       "requests": len(trace.arrivals_s), "rows": rows,
                                       "vs_fixed": {label: compare_to_fixed(rows, label) for label in ADAPTIVE}})

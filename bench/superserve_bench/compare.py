@@ -4,6 +4,7 @@ against the fixed models (dominance, accuracy at equal attainment, attainment at
 from __future__ import annotations
 
 from .metrics import summarise
+from .prometheus import add_books, per_request_ms
 
 __all__ = ["ADAPTIVE", "FIXED_PREFIX", "ATTAINMENT_BAR", "aggregate", "spreads", "run_accuracies", "compare_to_fixed"]
 
@@ -55,12 +56,17 @@ def compare_to_fixed(rows: list[dict], system: str = "SlackFit-LA") -> dict:
     return out
 
 
-def aggregate(label: str, model: str, params: dict, runs: list[list], slo_ms: float) -> dict:
+def aggregate(label: str, model: str, params: dict, runs: list[list], slo_ms: float,
+              books: list[dict] | None = None) -> dict:
     """One row from repeated runs of a system on a trace: figures over all their requests, plus the
-    spread (max - min) of attainment and accuracy between runs, the noise any comparison must beat."""
+    spread (max - min) of attainment and accuracy between runs, the noise any comparison must beat, and the
+    server's own books of those runs (``prometheus.model_books``), pooled, where given."""
     per_run = [summarise(records, slo_ms) for records in runs]
     row = {"system": label, "model": model, "parameters": params,
            **summarise([r for records in runs for r in records], slo_ms)}
+    if books:
+        pooled = add_books(books)
+        row["server_books"] = {**per_request_ms(pooled), "outcomes": pooled.get("outcomes", {})}
     row["runs"] = [{"slo_attainment": s["slo_attainment"], "mean_serving_accuracy": s["mean_serving_accuracy"]}
                    for s in per_run]
     return {**row, **spreads(row["runs"])}

@@ -19,6 +19,26 @@ def _summary_line(system: str, c: dict) -> str:
     return f"**{system}**: " + "; ".join(parts) + "."
 
 
+def _time_table(rows: list[dict]) -> list[str]:
+    """Where a request's time goes, from Triton's own per-model figures beside the client's; and how many
+    requests the model itself counted as missed (late or refused) against what the client saw."""
+    rows = [r for r in rows if r.get("server_books", {}).get("in_triton_ms") is not None]
+    if not rows:
+        return []
+    lines = ["Where the time goes (Triton's figures for the mean request, ms; the model's own count of misses, "
+             "late or refused, beside the client's):", "",
+             "| system | requests per execute() | Triton queue | in execute() | output | in Triton | client mean | "
+             "misses, model / client |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        b, o = r["server_books"], r["outcomes"]
+        model_misses = (f"{b['outcomes'].get('late', 0) + b['outcomes'].get('shed', 0):.0f}" if b["outcomes"]
+                        else "-")
+        lines.append(f"| {r['system']} | {b['requests_per_execute']:.1f} | {b['queue_ms']:.2f} | {b['execute_ms']:.2f} | "
+                     f"{b['output_ms']:.2f} | {b['in_triton_ms']:.2f} | {r['latency_ms']['mean']:.2f} | "
+                     f"{model_misses} / {r['requests'] - o['on_time']} |")
+    return lines + [""]
+
+
 def markdown(results: dict) -> str:
     cap = results["capacity"]
     repeats = results.get("repeats", 1)
@@ -38,6 +58,7 @@ def markdown(results: dict) -> str:
                          f"{100 * r['mean_serving_accuracy']:.2f}% ± {50 * r.get('accuracy_spread', 0):.2f} | "
                          f"{r['latency_ms']['p99']:.1f} | {r['outcomes']['shed']} | {r['outcomes']['late']} |")
         lines.append("")
+        lines += _time_table(trace["rows"])
         for system, c in trace["vs_fixed"].items():
             if c:
                 lines.append("- " + _summary_line(system, c))
