@@ -59,3 +59,17 @@ def test_answers_wait_for_the_end_of_their_round_unless_the_next_batch_would_mak
     sent = simulate(arrivals, make_policy("fixed:1", PROFILE), slo_ms=15, latency_safety=0.5)
     assert [r.latency_ms for r in sent] == [pytest.approx(10.0)] * 4 + [pytest.approx(14.0)]
     assert all(r.outcome == "on_time" for r in held + sent)
+
+
+def test_a_lead_in_leaves_the_run_a_warm_arrival_rate_as_the_live_benchmark_does():
+    # 300 req/s: SubNet 1 at its best (batches of 4, 2.5 ms a sample) would keep the server 75% busy, beyond a
+    # 70% cap. From cold the first requests read as a light load and get SubNet 1; after half a second of the
+    # same trace, the estimate knows better from the first request on.
+    arrivals = np.arange(0, 1, 1 / 300)
+    policy = lambda: make_policy("slackfit-la", PROFILE, max_utilization=0.7)
+    cold = simulate(arrivals, policy(), slo_ms=100)
+    warm = simulate(arrivals, policy(), slo_ms=100, lead_in_s=0.5)
+    assert len(cold) == len(warm) == len(arrivals)  # only the trace's own arrivals are recorded
+    assert [r.scheduled_s for r in warm] == pytest.approx(list(arrivals))  # on the trace's clock
+    assert cold[0].subnet == 1 and warm[0].subnet == 0
+    assert all(r.outcome == "on_time" for r in cold + warm)

@@ -6,7 +6,8 @@ It follows the live server's rounds: a free worker takes every request that has 
 size), dates them as the live model does (``HandoverClock``: it cannot see when they arrived), and serves them
 in the batches the policy picks until the round is empty. An answer waits for the end of its round unless the
 next batch would make it late or hold it longer than ``max_hold_ms``, as in the live server; its outcome is judged
-on its true arrival.
+on its true arrival. Like the live benchmark, it can replay a trace's first seconds first, unmeasured
+(``lead_in_s``), so that a run starts with the arrival rates and rounds they leave, not cold.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ class SimulatedRecord:
 def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhead_ms: float = 0.0,
              params: dict | None = None, shed_ms: float = 0.0, handover_samples: int = 256,
              idle_gap_ms: float = 1.0, latency_safety: float = 0.0,
-             max_hold_ms: float = 20.0) -> list[SimulatedRecord]:
+             max_hold_ms: float = 20.0, lead_in_s: float = 0.0) -> list[SimulatedRecord]:
     """Every arrival ends in one record. ``overhead_ms`` is added to each batch (gathering inputs, building
     answers); ``shed_ms`` is the worker time one refusal costs. Batches are planned at ``1 + latency_safety``
-    times their latency when deciding whether the answers already computed can wait for the next one."""
+    times their latency when deciding whether the answers already computed can wait for the next one. With
+    ``lead_in_s``, the arrivals before it are replayed first and the trace follows at once; only the trace's own
+    arrivals are recorded."""
     profile = policy.profile
     lo, hi = 0, profile.size - 1
     if params and "subnet" in params:
@@ -45,7 +48,8 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
     slo_ns = int(slo_ms * 1e6)
     overhead_ns, shed_ns, max_hold_ns = int(overhead_ms * 1e6), int(shed_ms * 1e6), int(max_hold_ms * 1e6)
     margin_ns = policy.margin_ns
-    arrivals = [int(t * 1e9) for t in arrivals_s]
+    lead_in = [t for t in arrivals_s if t < lead_in_s]
+    arrivals = [int(t * 1e9) for t in lead_in] + [int((t + lead_in_s) * 1e9) for t in arrivals_s]
     records: list[SimulatedRecord | None] = [None] * len(arrivals)
     clocks = [HandoverClock(handover_samples, 1, int(idle_gap_ms * 1e6)) for _ in range(workers)]
     free = [(0, w) for w in range(workers)]  # (time the worker is free, worker)
@@ -98,4 +102,7 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
             finish(request, now, subnet)
         clocks[worker].end(now)
         heapq.heappush(free, (now, worker))
-    return records  # type: ignore[return-value]
+    measured = records[len(lead_in):]
+    for record in measured:  # times in the trace's own clock
+        record.scheduled_s -= lead_in_s
+    return measured  # type: ignore[return-value]

@@ -38,7 +38,7 @@ from .traces import Trace, azure_functions, bursty
 
 __all__ = ["main", "System", "systems_for", "parse_variant", "load_setup", "measure_capacity"]
 
-LEAD_IN_S = 2.0  # of each trace, replayed unmeasured before every run (see lead_in)
+LEAD_IN_S = 2.0  # of each trace, replayed unmeasured before every run (see measured_run)
 BOOKS_SETTLE_S = 0.6  # the SuperServe model publishes its own counts every 0.5 s: the scrape after a run waits
 MAX_RERUNS = 3  # restarts of the server for one run after a Python stub died, before giving up
 POLICIES = {"SlackFit-LA": "slackfit-la", "SlackFit": "slackfit", "MaxAcc": "maxacc", "MaxBatch": "maxbatch"}

@@ -1,5 +1,6 @@
 """Validate the SIMULATOR against the real server: replay each benchmark trace through the simulator
-(same policy code and rounds, profiled latency + the server's learned overheads per batch and per sample + margin)
+(same policy code and rounds, profiled latency + the server's learned overheads per batch and per sample + margin,
+each run after its lead-in, as the benchmark runs it)
 and compare SLO attainment and accuracy with what the real server measured on the same trace, for SuperServe's
 policies.
 
@@ -17,7 +18,7 @@ from superserve.scheduler import Profile, make_policy
 from superserve.serving.config import ServingConfig, parse_config, read_model_config
 from superserve.simulator import simulate
 
-from .bench import load_setup
+from .bench import LEAD_IN_S, load_setup
 from .metrics import summarise
 from .repository import model_dir
 from .traces import Trace
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
                                  config.latency_safety, config.max_utilization)
             records = simulate(trace.arrivals_s, policy, results["slo_ms"], latency_safety=config.latency_safety,
                                handover_samples=handover, idle_gap_ms=config.idle_gap_ms,
-                               max_hold_ms=config.max_hold_ms)
+                               max_hold_ms=config.max_hold_ms, lead_in_s=LEAD_IN_S)
             sim = summarise(records, results["slo_ms"])
             rows.append({"trace": trace.name, "system": real["system"], "real_attainment": real["slo_attainment"],
                          "simulated_attainment": sim["slo_attainment"],
