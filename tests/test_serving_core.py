@@ -3,7 +3,7 @@
 import json
 import threading
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -39,6 +39,9 @@ def test_the_defaults_are_the_shipped_behaviour():
     assert len(shipped.parameters) == 0
     assert config_from_pbtxt(REPO_ROOT / "model_repository" / "superserve" / "config.pbtxt") == ServingConfig()
     assert ServingConfig().policy == DEFAULT_POLICY == "slackfit-la"
+    # the transformer's dates every request of a round at the earliest the oldest can have arrived
+    vit = config_from_pbtxt(REPO_ROOT / "model_repository" / "superserve_vit" / "config.pbtxt")
+    assert vit == replace(ServingConfig(), arrival_spread=0.0)
     assert set(PARAMETERS) == {f.name for f in fields(ServingConfig)}  # every setting documented, none extra
 
 
@@ -139,6 +142,13 @@ def test_a_back_to_back_round_arrived_while_the_previous_one_ran():
     assert head == 100 * MS  # no older than the previous round's start
     arrivals = [HandoverClock.arrival(head, 120 * MS, i, 5) for i in range(5)]
     assert arrivals == [100 * MS, 104 * MS, 108 * MS, 112 * MS, 116 * MS]  # spread in arrival order
+
+
+def test_a_spread_of_0_dates_every_request_of_a_round_at_the_earliest_the_oldest_can_have_arrived():
+    head, now = 100 * MS, 120 * MS
+    assert [HandoverClock.arrival(head, now, i, 5, spread=0.0) for i in range(5)] == [head] * 5
+    assert [HandoverClock.arrival(head, now, i, 5, spread=0.5) for i in range(5)] == \
+        [100 * MS, 102 * MS, 104 * MS, 106 * MS, 108 * MS]
 
 
 def test_a_round_that_returned_more_answers_is_given_longer_to_turn_around():
@@ -429,6 +439,23 @@ def test_back_to_back_rounds_date_their_requests_no_later_than_the_previous_roun
     assert responses == [("error", "unavailable", DEADLINE_MESSAGE)]
     clock.now += 50 * MS  # idle: a new request arrived just now
     assert core.serve([_Request("c", x, {"slo_ms": 4})])[0][0] == "result"
+
+
+@pytest.mark.parametrize("spread, served", [(1.0, True), (0.0, False)])
+def test_arrival_spread_decides_how_old_a_back_to_back_rounds_later_requests_are(served_net, spread, served):
+    clock = _FakeClock()
+    core, transport = _core(served_net, clock, policy="fixed:1", arrival_spread=spread)
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    core.serve([_Request("a", x, {"slo_ms": 100})])  # 3 ms, from 1,000 ms
+    # two requests handed over at once when it ends: the first dated at 1,000 ms (the earliest it can have
+    # arrived), the second, spread, half-way to now (1,001.5 ms), or, not spread, at 1,000 ms too. With a 5.5 ms
+    # SLO it then has 4 or 2.5 ms left, and a batch of one on SubNet 1 takes 3 ms.
+    responses = core.serve([_Request("b", x, {"slo_ms": 100}), _Request("c", x, {"slo_ms": 5.5})])
+    assert responses[0][:2] == ("result", "b")
+    if served:  # computed first (earliest deadline), and sent at once: it cannot wait for b's batch
+        assert responses[1] is None and [(name, r[0]) for name, r in transport.sent] == [("c", "result")]
+    else:
+        assert responses[1] == ("error", "unavailable", DEADLINE_MESSAGE) and not transport.sent
 
 
 def test_the_shipped_cancel_check_asks_only_requests_that_waited_for_it(served_net):

@@ -35,12 +35,13 @@ class SimulatedRecord:
 def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhead_ms: float = 0.0,
              params: dict | None = None, shed_ms: float = 0.0, handover_samples: int = 256,
              idle_gap_ms: float = 1.0, latency_safety: float = 0.0,
-             max_hold_ms: float = 20.0, lead_in_s: float = 0.0) -> list[SimulatedRecord]:
+             max_hold_ms: float = 20.0, lead_in_s: float = 0.0,
+             arrival_spread: float = 1.0) -> list[SimulatedRecord]:
     """Every arrival ends in one record. ``overhead_ms`` is added to each batch (gathering inputs, building
     answers); ``shed_ms`` is the worker time one refusal costs. Batches are planned at ``1 + latency_safety``
     times their latency when deciding whether the answers already computed can wait for the next one. With
     ``lead_in_s``, the arrivals before it are replayed first and the trace follows at once; only the trace's own
-    arrivals are recorded."""
+    arrivals are recorded. ``arrival_spread`` dates a round's requests as the live server's setting of that name."""
     profile = policy.profile
     lo, hi = 0, profile.size - 1
     if params and "subnet" in params:
@@ -76,7 +77,7 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
             if not feasible:
                 records[k] = SimulatedRecord(arrivals[k] / 1e9, 0.0, "shed")
                 continue
-            arrival = HandoverClock.arrival(head, now, position, len(taken))
+            arrival = HandoverClock.arrival(head, now, position, len(taken), arrival_spread)
             queue.push(QueuedRequest(arrival + slo_ns, arrival, lo, hi, payload=k))
         held: list[tuple[QueuedRequest, int]] = []  # computed, waiting for the end of the round
         while len(queue):

@@ -37,6 +37,7 @@ class ServingConfig:
     idle_gap_ms: float = 1.0
     max_hold_ms: float = 20.0
     idle_gap_per_answer_ms: float = 0.25
+    arrival_spread: float = 1.0
     cancel_check_ms: float = 100.0
     device: str = "auto"
 
@@ -70,6 +71,9 @@ PARAMETERS = {
                                    "then goes out early from the sender thread (0: every batch's answers at once)"),
     "idle_gap_per_answer_ms": (0.0, 1_000.0, "added to idle_gap_ms for each answer the previous round returned "
                                              "(Triton turns them into responses before the next round)"),
+    "arrival_spread": (0.0, 1.0, "how a round dates its requests, which Triton hands over undated: 1 spreads them "
+                                 "evenly from the earliest the oldest can have arrived up to now; 0 dates every one "
+                                 "at that earliest time, a bound none is older than"),
     "cancel_check_ms": (0.0, 3_600_000.0, "only requests waiting at least this long are asked whether their "
                                           "client gave up (each question is an IPC round trip)"),
     "device": (None, None, "where the SuperNet runs: auto follows the instance_group (KIND_GPU: cuda:<its GPU>, "

@@ -148,7 +148,7 @@ class SuperServeCore:
                 self.metrics.outcome("shed")
                 responses[slot] = transport.error("unavailable", DEADLINE_MESSAGE)
                 continue
-            arrival = HandoverClock.arrival(head, now, position, len(valid))
+            arrival = HandoverClock.arrival(head, now, position, len(valid), self.config.arrival_spread)
             queue.push(QueuedRequest(arrival + spec.slo_ns, arrival, spec.lo, spec.hi, (slot, handle, images),
                                      images.shape[0]))
         held: list[QueuedRequest] = []  # computed, answered in the returned list

@@ -17,8 +17,11 @@ returns, and keeps what arrives meanwhile in its own queue. What the model knows
 The same bound dates what the round cannot see: requests that arrived after it started, or before if it was
 full, wait in Triton's queue until it ends.
 
-Requests come in arrival order, so the i-th of n is placed at ``head + (now - head) * i / n``: the oldest, whose
-deadline the policy reads first, at its earliest possible arrival; the rest spread evenly up to now.
+Requests come in arrival order, so the i-th of n is placed at ``head + spread * (now - head) * i / n``: the oldest,
+whose deadline the policy reads first, at its earliest possible arrival; with ``spread`` 1 (the default) the rest
+evenly up to now, which is right for a steady load; with 0 every one at the oldest's time. Only the second is a
+bound: a burst that arrived at once early in the previous round is dated up to a round too young by the first,
+the model then holds its answers and picks SubNets as if it had that time, and the client sees them late.
 """
 
 from __future__ import annotations
@@ -72,6 +75,6 @@ class HandoverClock:
         self._idle_after_ns = self._idle_gap_ns + self._per_answer_ns * answers
 
     @staticmethod
-    def arrival(head_ns: int, now_ns: int, position: int, count: int) -> int:
+    def arrival(head_ns: int, now_ns: int, position: int, count: int, spread: float = 1.0) -> int:
         """Estimated arrival of the request at ``position`` (0: the oldest) of ``count``."""
-        return head_ns + (now_ns - head_ns) * position // count
+        return head_ns + int(spread * (now_ns - head_ns)) * position // count
