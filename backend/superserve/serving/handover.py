@@ -20,8 +20,8 @@ full, wait in Triton's queue until it ends.
 Requests come in arrival order, so the i-th of n is placed at ``head + spread * (now - head) * i / n``: the oldest,
 whose deadline the policy reads first, at its earliest possible arrival; with ``spread`` 1 (the default) the rest
 evenly up to now, which is right for a steady load; with 0 every one at the oldest's time. Only the second is a
-bound: a burst that arrived at once early in the previous round is dated up to a round too young by the first,
-the model then holds its answers and picks SubNets as if it had that time, and the client sees them late.
+bound. The first dates a burst that arrived at once early in the previous round up to a round too young: the model
+then holds its answers and picks SubNets as if it had that time, and the client sees them late.
 """
 
 from __future__ import annotations
