@@ -21,3 +21,13 @@ def test_histograms_are_binned_cumulatively_and_drained_once():
     assert "slack_ms" not in snapshot.histograms  # nothing observed, nothing to send
     again = buffer.drain()
     assert again.histograms == {} and not again.outcomes and not again.samples
+
+
+def test_every_observation_keeps_the_exported_counters_growing():
+    """Triton's counters refuse a negative increment (the exporter's thread would die on one), so a histogram's
+    sum must never shrink: a head already past due is observed as 0 slack."""
+    buffer = MetricsBuffer()
+    buffer.decision(slack_ns=-5_000_000, decision_ns=2_000)
+    buffer.decision(slack_ns=3_000_000, decision_ns=2_000)
+    slack = buffer.drain().histograms["slack_ms"]
+    assert slack.total == 3.0 and slack.count == 2 and slack.cumulative[0] == 1

@@ -15,7 +15,8 @@ from superserve.scheduler.policies import DEFAULT_POLICY
 from superserve.serving.config import PARAMETERS, ServingConfig, config_from_pbtxt, parse_config, read_model_config
 from superserve.serving.core import CANCELLED_MESSAGE, DEADLINE_MESSAGE, SuperServeCore
 from superserve.serving.handover import HandoverClock
-from superserve.serving.requests import RequestError, check_images, parse_parameters
+from superserve.serving.metrics import MetricsBuffer
+from superserve.serving.requests import RequestError, check_finite, check_images, parse_parameters
 from superserve.supernet import MNIST_RESNET, ElasticResNet
 from superserve.tritonenv import REPO_ROOT
 
@@ -121,6 +122,7 @@ def test_parameters_must_be_a_json_object():
 def test_bad_inputs(images, message):
     with pytest.raises(RequestError, match=message):
         check_images(images, (1, 28, 28), 2)
+        check_finite(images)
 
 
 # Hand-over arrival estimates --------------------------------------------------------------------------
@@ -363,6 +365,32 @@ def test_a_round_answers_every_request_once_in_the_returned_list(served_net):
     assert responses[9] == ("error", "unavailable", DEADLINE_MESSAGE)
     assert responses[10][:2] == ("error", "invalid") and "must be a number" in responses[10][2]
     assert len(core.queue) == 0  # nothing is left behind between rounds
+
+
+def test_an_input_holding_nan_or_inf_is_refused_alone_whatever_batch_or_refusal_it_meets(served_net):
+    """Input values are checked once a batch, not once a request: a bad one is found in its batch, answered
+    INVALID_ARGUMENT, and the rest of the batch still runs; refused for its deadline, it is still reported bad."""
+    clock = _FakeClock()
+    core, transport = _core(served_net, clock, policy="fixed:0")  # 1 ms a sample, batches of up to 4
+    core.metrics = MetricsBuffer()
+    rng = np.random.default_rng(1)
+    good = {f"g{i}": rng.random((1, 1, 28, 28), dtype=np.float32) for i in range(6)}
+    nan = np.full((1, 1, 28, 28), np.nan, np.float32)
+    half_bad = np.concatenate([good["g0"], np.full((1, 1, 28, 28), np.inf, np.float32)])  # one bad sample of two
+    requests = [_Request(f"g{i}", good[f"g{i}"], {"slo_ms": 4}) for i in range(4)]  # the first batch: 4 ms
+    requests += [_Request("nan-late", nan, {"slo_ms": 4.5}),  # then the head, with 0.5 ms left: refused
+                 _Request("nan-impossible", nan, {"slo_ms": 0.01}),  # no SubNet meets it even idle
+                 _Request("g4", good["g4"], {"slo_ms": 1000}), _Request("nan", nan, {"slo_ms": 1000}),
+                 _Request("inf", half_bad, {"slo_ms": 1000}), _Request("g5", good["g5"], {"slo_ms": 1000})]
+    responses = dict(zip((r.name for r in requests), core.serve(requests)))
+    responses.update(transport.sent)  # the first batch's answers cannot wait for the rest of the round
+    for name in ("nan-late", "nan-impossible", "nan", "inf"):
+        assert responses[name] == ("error", "invalid", "INPUT contains NaN or Inf values"), name
+    for name, images in good.items():
+        kind, _, logits, subnet, _ = responses[name]
+        assert kind == "result" and subnet == 0
+        np.testing.assert_allclose(logits, _expected_logits(served_net, 0, images), atol=1e-5)
+    assert core.metrics.drain().outcomes == {"error": 4, "on_time": 6}
 
 
 def test_a_deadline_the_round_cannot_meet_is_refused_and_the_rest_served(served_net):

@@ -29,7 +29,7 @@ from ..scheduler.queue import EDFQueue, QueuedRequest
 from .config import ServingConfig
 from .handover import HandoverClock
 from .metrics import Metrics
-from .requests import RequestError, check_images, parse_parameters
+from .requests import RequestError, check_finite, check_images, parse_parameters
 
 __all__ = ["Transport", "SuperServeCore", "DEADLINE_MESSAGE", "CANCELLED_MESSAGE"]
 
@@ -145,8 +145,7 @@ class SuperServeCore:
         queue.start_round(self.handover.unseen_since(), head, now, samples)
         for position, (slot, handle, images, spec) in enumerate(valid):
             if not self._feasible(spec):
-                self.metrics.outcome("shed")
-                responses[slot] = transport.error("unavailable", DEADLINE_MESSAGE)
+                responses[slot] = self._refuse(images)
                 continue
             arrival = HandoverClock.arrival(head, now, position, len(valid), self.config.arrival_spread)
             queue.push(QueuedRequest(arrival + spec.slo_ns, arrival, spec.lo, spec.hi, (slot, handle, images),
@@ -188,8 +187,7 @@ class SuperServeCore:
         decided_ns = time.perf_counter_ns() - started
         if decision is None:
             request = queue.pop_head()
-            self.metrics.outcome("shed")
-            responses[request.payload[0]] = transport.error("unavailable", DEADLINE_MESSAGE)
+            responses[request.payload[0]] = self._refuse(request.payload[2])
             return
         batch = queue.pop_batch(decision.subnet, decision.batch_size)
         self.metrics.queue_length(len(queue))
@@ -197,6 +195,9 @@ class SuperServeCore:
             batch = self._drop_cancelled(batch, now, responses)
             if not batch:
                 return
+        batch, images = self._gather(batch, responses)
+        if not batch:
+            return
         self.metrics.decision(batch[0].deadline_ns - now, decided_ns)
         size = sum(r.size for r in batch)
         if held:
@@ -206,7 +207,6 @@ class SuperServeCore:
                 self._send_held(held, responses)  # they cannot wait for this batch and the rest of the round
         subnet = decision.subnet
         try:
-            images = batch[0].payload[2] if len(batch) == 1 else np.concatenate([r.payload[2] for r in batch])
             with torch.inference_mode():
                 self.net.actuate(self.plans[subnet])
                 logits = self.net(self._on_device(images)).cpu().numpy()
@@ -230,6 +230,36 @@ class SuperServeCore:
         self._batch_ns += done - now
         if self.cost.observe(subnet, size, done - now):
             self._replan()
+
+    def _gather(self, batch: list[QueuedRequest], responses: list[Any]) -> tuple[list[QueuedRequest], np.ndarray]:
+        """The batch's inputs as one array. Their values are checked here, once a batch rather than once a
+        request: a request holding NaN or Inf is answered INVALID_ARGUMENT alone, and the rest run without it."""
+        images = batch[0].payload[2] if len(batch) == 1 else np.concatenate([r.payload[2] for r in batch])
+        try:
+            check_finite(images)
+            return batch, images
+        except RequestError:
+            pass
+        valid = []
+        for request in batch:
+            try:
+                check_finite(request.payload[2])
+                valid.append(request)
+            except RequestError as exc:
+                self.metrics.outcome("error")
+                responses[request.payload[0]] = self.transport.error("invalid", str(exc))
+        return self._gather(valid, responses) if valid else (valid, images)
+
+    def _refuse(self, images: np.ndarray) -> Any:
+        """The answer to a request no SubNet can serve in time: its input's values are checked first, so that a
+        bad input is reported as such whatever the load."""
+        try:
+            check_finite(images)
+        except RequestError as exc:
+            self.metrics.outcome("error")
+            return self.transport.error("invalid", str(exc))
+        self.metrics.outcome("shed")
+        return self.transport.error("unavailable", DEADLINE_MESSAGE)
 
     def _replan(self) -> None:
         """The cost model moved: a new policy over it."""

@@ -84,7 +84,8 @@ class MetricsBuffer(Metrics):
         self._queue_length = length
 
     def decision(self, slack_ns, decision_ns):
-        self._observations.append(("slack_ms", slack_ns / 1e6))
+        # Triton's counters only grow, and a histogram's sum is one: a head already past due counts as 0 slack
+        self._observations.append(("slack_ms", max(0, slack_ns) / 1e6))
         self._observations.append(("decision_us", decision_ns / 1e3))
 
     def batch(self, subnet, size, accuracy):

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..scheduler.profile import Profile
 
-__all__ = ["RequestError", "RequestSpec", "parse_parameters", "check_images", "SLO_HEADER"]
+__all__ = ["RequestError", "RequestSpec", "parse_parameters", "check_images", "check_finite", "SLO_HEADER"]
 
 SLO_HEADER = "x-slo-ms"  # forwarded by tritonserver's --http/grpc-header-forward-pattern
 
@@ -81,8 +81,12 @@ def parse_parameters(parameters_json: str, profile: Profile, default_slo_ms: flo
     return RequestSpec(int(slo_ms * 1e6), lo, hi)
 
 
+_FP32 = np.dtype(np.float32)
+
+
 def check_images(images: np.ndarray, input_shape: tuple[int, ...], max_batch: int) -> None:
-    if images.dtype != np.float32:
+    """The input's type and shape. Its values are checked by ``check_finite``, once per batch."""
+    if images.dtype != _FP32:
         raise RequestError(f"INPUT must be FP32, got {images.dtype}")
     if images.ndim != len(input_shape) + 1 or tuple(images.shape[1:]) != tuple(input_shape):
         raise RequestError(f"INPUT must have shape [batch, {', '.join(map(str, input_shape))}], got {list(images.shape)}")
@@ -90,5 +94,8 @@ def check_images(images: np.ndarray, input_shape: tuple[int, ...], max_batch: in
         raise RequestError("INPUT holds an empty batch")
     if images.shape[0] > max_batch:
         raise RequestError(f"INPUT batch {images.shape[0]} exceeds the maximum of {max_batch}")
+
+
+def check_finite(images: np.ndarray) -> None:
     if not np.isfinite(images).all():
         raise RequestError("INPUT contains NaN or Inf values")

@@ -113,7 +113,10 @@ class _PrometheusExporter:
 
     def _run(self):
         while not self._stop.wait(self.PERIOD_S):
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:  # one bad update loses that flush's counts, not every later one
+                pb_utils.Logger.log_error(f"superserve metrics: a flush failed ({exc}); the next ones go on")
 
     def flush(self):
         snapshot = self._buffer.drain()
