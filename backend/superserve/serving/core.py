@@ -133,8 +133,7 @@ class SuperServeCore:
                 spec = self._spec(transport.parameters(handle))
                 check_images(images, self.input_shape, self.max_batch)
             except RequestError as exc:
-                self.metrics.outcome("error")
-                responses[slot] = transport.error("invalid", str(exc))
+                responses[slot] = self._invalid(exc)
                 continue
             valid.append((slot, handle, images, spec))
             samples += images.shape[0]
@@ -237,18 +236,16 @@ class SuperServeCore:
         images = batch[0].payload[2] if len(batch) == 1 else np.concatenate([r.payload[2] for r in batch])
         try:
             check_finite(images)
-            return batch, images
-        except RequestError:
-            pass
-        valid = []
-        for request in batch:
-            try:
-                check_finite(request.payload[2])
-                valid.append(request)
-            except RequestError as exc:
-                self.metrics.outcome("error")
-                responses[request.payload[0]] = self.transport.error("invalid", str(exc))
-        return self._gather(valid, responses) if valid else (valid, images)
+        except RequestError:  # rare: answer the requests that hold the bad values, gather the rest again
+            valid = []
+            for request in batch:
+                try:
+                    check_finite(request.payload[2])
+                    valid.append(request)
+                except RequestError as exc:
+                    responses[request.payload[0]] = self._invalid(exc)
+            return self._gather(valid, responses) if valid else (valid, images)
+        return batch, images
 
     def _refuse(self, images: np.ndarray) -> Any:
         """The answer to a request no SubNet can serve in time: its input's values are checked first, so that a
@@ -256,10 +253,14 @@ class SuperServeCore:
         try:
             check_finite(images)
         except RequestError as exc:
-            self.metrics.outcome("error")
-            return self.transport.error("invalid", str(exc))
+            return self._invalid(exc)
         self.metrics.outcome("shed")
         return self.transport.error("unavailable", DEADLINE_MESSAGE)
+
+    def _invalid(self, exc: RequestError) -> Any:
+        """The answer to a malformed request: INVALID_ARGUMENT, saying what to fix."""
+        self.metrics.outcome("error")
+        return self.transport.error("invalid", str(exc))
 
     def _replan(self) -> None:
         """The cost model moved: a new policy over it."""
