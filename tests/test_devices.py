@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from superserve.profiling import accuracy, latency_ms
+from superserve.profiling import accuracy, latency_curve_ms, latency_ms
 from superserve.serving.config import ServingConfig, parse_config, resolve_device
 from superserve.serving.core import SuperServeCore
 from superserve.supernet import MNIST_RESNET, MNIST_VIT, ElasticResNet, ElasticTransformer, family_of
@@ -83,6 +83,20 @@ def test_profiling_measures_where_the_weights_are(device):
     net.to(device)
     assert [accuracy(net, net.plan_for(s), images, labels, batch=16) for s in subnets] == on_cpu
     assert 0 < latency_ms(net, images[:4], repeats=3, plan=net.inference_plan(subnets[1])) < 10_000
+
+
+def test_profiling_takes_the_batch_sizes_in_turn_in_every_repeat():
+    # one size after another, a slow spell of the machine made some sizes look slower than larger ones
+    seen = []
+
+    class Recorder(torch.nn.Linear):
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return super().forward(x)
+
+    curve = latency_curve_ms(Recorder(2, 2), [torch.zeros(b, 2) for b in (1, 2, 3)], repeats=3, warmup=1)
+    assert seen == [1, 2, 3] * 4
+    assert len(curve) == 3 and all(0 < ms < 10_000 for ms in curve)
 
 
 class _Transport:

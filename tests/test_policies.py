@@ -141,6 +141,35 @@ def test_fixed_and_cheapest():
     assert cheapest.decide(_queue(100, 100, 100), 0) == Decision(0, 3)
 
 
+# A CPU's cache cliff: a batch of 4 costs more per sample than one of 3.
+CLIFF = _profile([(0.90, [1.0, 1.8, 2.4, 4.0]), (0.95, [1.5, 2.7, 3.6, 6.0]), (0.99, [2.0, 3.6, 4.8, 8.0])])
+
+
+def test_a_queue_longer_than_a_batch_runs_in_even_batches_where_the_profile_says_they_cost_less():
+    fixed = make_policy("fixed:0", CLIFF)
+    # 6 waiting: 4 + 2 costs 4.0 + 1.8 = 5.8 ms, 3 + 3 costs 4.8 ms; 5 waiting: 4 + 1 is 5.0, 3 + 2 is 4.2
+    assert fixed.decide(_queue(*[100] * 6), 0) == Decision(0, 3)
+    assert fixed.decide(_queue(*[100] * 5), 0) == Decision(0, 3)
+    assert fixed.decide(_queue(*[100] * 4), 0) == Decision(0, 4)  # one batch serves them all: no split
+    assert fixed.decide(_queue(*[100] * 8), 0) == Decision(0, 4)  # 4 + 4 is already even
+    # the even batches would end after the head's deadline (4.8 ms > 4.5): the largest batch, as before
+    assert fixed.decide(_queue(4.5, *[100] * 5), 0) == Decision(0, 4)
+    assert make_policy("cheapest", CLIFF).decide(_queue(*[100] * 6), 0) == Decision(0, 3)
+    # planned with the latency safety: 3 + 3 on SubNet 2 (2 x 4.8 x 1.25 = 12 ms) against 4 + 2 (14.5 ms)
+    la = make_policy("slackfit-la", CLIFF, latency_safety=0.25)
+    assert la.decide(_queue(*[100] * 6), 0) == Decision(2, 3)
+    assert la.decide(_queue(11, *[100] * 5), 0) == Decision(2, 4)  # 12 ms of even batches > 11 ms of slack
+    # where batches cost the same per sample or less as they grow, nothing changes
+    assert make_policy("fixed:0", PROFILE).decide(_queue(*[100] * 6), 0) == Decision(0, 4)
+    assert make_policy("slackfit-la", PROFILE).decide(_queue(*[100] * 6), 0) == Decision(2, 4)
+
+
+def test_a_batch_is_never_planned_faster_than_a_smaller_one():
+    profile = Profile.from_dict({"max_batch_size": 4, "subnets": [
+        {"accuracy": 0.9, "latency_ms": {"1": 1.0, "2": 1.6, "3": 1.4, "4": 2.0}}]})
+    assert profile.subnets[0].latency_ns == (1 * MS, int(1.6 * MS), int(1.6 * MS), 2 * MS)
+
+
 @pytest.mark.parametrize("spec, message", [("fifo", "unknown policy"), ("fixed:x", "needs a SubNet index"),
                                            ("fixed:7", "outside 0..2")])
 def test_policy_names_are_checked(spec, message):

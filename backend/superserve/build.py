@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from .data import load_digits
-from .profiling import accuracy, latency_ms, pareto_front
+from .profiling import accuracy, latency_curve_ms, latency_ms, pareto_front
 from .supernet import family_of
 from .supernet.artefacts import load_weights
 
@@ -82,8 +82,8 @@ def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, 
     for subnet in tqdm(served, desc=f"profiling {len(served)} SubNets at batch 1..{max_batch}", unit="subnet",
                        disable=not progress):
         plan = net.inference_plan(subnet)
-        latencies[subnet.id] = {str(b): round(latency_ms(net, batch_of(b), repeats, plan=plan), 4)
-                                for b in range(1, max_batch + 1)}
+        curve = latency_curve_ms(net, [batch_of(b) for b in range(1, max_batch + 1)], repeats, plan=plan)
+        latencies[subnet.id] = {str(b): round(ms, 4) for b, ms in enumerate(curve, start=1)}
         test_acc[subnet.id] = accuracy(net, plan, data.test_x, data.test_y, chunk)
         if family.norm_statistics:
             sliced_acc[subnet.id] = accuracy(net, net.sliced_statistics_plan(subnet), data.test_x,
@@ -107,7 +107,7 @@ def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, 
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "latency_statistic": f"median of {repeats} forward passes after 2 warm-ups",
+        "latency_statistic": f"median of {repeats} forward passes after 2 warm-ups, the batch sizes taken in turn",
         "candidates_evaluated": len(subnets),
         "weights_bytes": sum(t.numel() * t.element_size() for t in net.state_dict().values()),
         "subnets": [

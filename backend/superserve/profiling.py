@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 
-__all__ = ["accuracy", "latency_ms", "pareto_front"]
+__all__ = ["accuracy", "latency_ms", "latency_curve_ms", "pareto_front"]
 
 
 @torch.inference_mode()
@@ -27,31 +27,47 @@ def accuracy(net: torch.nn.Module, plan, images: torch.Tensor, labels: torch.Ten
 @torch.inference_mode()
 def latency_ms(model: torch.nn.Module, example: torch.Tensor, repeats: int = 7, warmup: int = 2,
                plan=None) -> float:
-    """Median time of one forward pass of ``model`` on ``example`` (actuating ``plan`` first, if given), where
-    the model's weights are: wall time on the CPU; on a GPU, CUDA events around each pass, the device
-    synchronised before and after (the input is copied there first, untimed)."""
+    """Median time of one forward pass of ``model`` on ``example`` (actuating ``plan`` first, if given)."""
+    return latency_curve_ms(model, [example], repeats, warmup, plan)[0]
+
+
+@torch.inference_mode()
+def latency_curve_ms(model: torch.nn.Module, examples: Sequence[torch.Tensor], repeats: int = 7, warmup: int = 2,
+                     plan=None) -> list[float]:
+    """Median time of one forward pass on each of ``examples`` (a batch size each), where the model's weights
+    are: wall time on the CPU; on a GPU, CUDA events around each pass, the device synchronised before and after
+    (the inputs are copied there first, untimed).
+
+    Every repeat runs each example once, in turn: a slow spell of a shared machine then slows every batch size
+    alike. Timed one batch size after another, a spell of a few seconds made batch 9 look slower than batch 16
+    and batch 2 than batch 3, and the policies, which bisect latency by batch size, read that as the truth."""
     if plan is not None:
         model.actuate(plan)
     device = next(model.parameters()).device
-    example = example.to(device)
+    examples = [example.to(device) for example in examples]
     for _ in range(warmup):
-        model(example)
-    times = []
+        for example in examples:
+            model(example)
+    times = [[] for _ in examples]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            model(example)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) * 1e6)  # ms -> ns
-    else:
-        for _ in range(repeats):
-            start_ns = time.perf_counter_ns()
-            model(example)
-            times.append(time.perf_counter_ns() - start_ns)
-    return statistics.median(times) / 1e6
+    for _ in range(repeats):
+        for example, measured in zip(examples, times):
+            measured.append(_one_pass_ns(model, example, device))
+    return [statistics.median(measured) / 1e6 for measured in times]
+
+
+def _one_pass_ns(model: torch.nn.Module, example: torch.Tensor, device: torch.device) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        model(example)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) * 1e6  # ms -> ns
+    start_ns = time.perf_counter_ns()
+    model(example)
+    return time.perf_counter_ns() - start_ns
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:

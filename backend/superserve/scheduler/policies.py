@@ -19,6 +19,9 @@ queue, or ``None`` when even the fastest SubNet allowed for that request cannot 
 - ``maxbatch``: the largest batch some SubNet fits, then the most accurate SubNet at that batch.
 - ``fixed:<i>``: always SubNet ``i`` (Clipper+, one fixed model), at the largest batch that fits.
 - ``cheapest``: the least accurate SubNet a request allows (INFaaS; without a floor, the smallest).
+
+``slackfit-la``, ``fixed`` and ``cheapest`` serve a queue longer than one batch in even batches where the profile
+says these cost less than full ones and a remainder (``Policy._even_batch``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from .profile import Profile
 
@@ -98,6 +101,25 @@ class Policy:
         """Largest batch <= limit whose latency on ``subnet`` fits in the slack (0 if none)."""
         latency = self.profile.subnets[subnet].latency_ns
         return bisect.bisect_right(latency, slack_ns, 0, limit)
+
+    def _even_batch(self, subnet: int, batch: int, waiting: int, budget_ns: int,
+                    latency_ns: Sequence[int] | None = None) -> int:
+        """The first batch of those that serve the ``waiting`` samples on ``subnet``: ``batch`` (the largest the
+        policy allows), unless as many batches of even sizes cost less and all of them end within ``budget_ns``
+        (so no request they serve finishes later than the head's own deadline allows). A CPU runs a batch past
+        its caches dearer per sample: the ResNet's fastest SubNet 193 us a sample at 16 and 160 at 15, so 36
+        samples ran as 16 + 16 + 4 where 12 + 12 + 12 costs a sixth less. ``latency_ns``: the latencies planned
+        (default: the profile's)."""
+        if waiting <= batch:
+            return batch
+        latency = self.profile.subnets[subnet].latency_ns if latency_ns is None else latency_ns
+        count = -(-waiting // batch)
+        size, larger = divmod(waiting, count)  # ``larger`` batches of size + 1, the rest of size
+        even = (count - larger) * latency[size - 1] + (larger * latency[size] if larger else 0)
+        greedy = (count - 1) * latency[batch - 1] + latency[waiting - (count - 1) * batch - 1]
+        if even < greedy and even <= budget_ns:
+            return size + 1 if larger else size
+        return batch
 
 
 class SlackFit(Policy):
@@ -220,7 +242,8 @@ class SlackFitLookahead(Policy):
             unseen_left = unseen + slo_ns - self.margin_ns - now_ns - rest_ns  # for this batch, then the unseen
             unseen_ns = now_ns - unseen + rest_ns  # they keep arriving until the round ends
         for s in range(hi, lo - 1, -1):
-            b = min(p.max_batch, queue.count_for(s))
+            waiting = queue.count_for(s)
+            b = min(p.max_batch, waiting)
             if not b:
                 continue
             planned = self._planned_ns[s][b - 1]
@@ -232,7 +255,7 @@ class SlackFitLookahead(Policy):
                 if unseen is not None and \
                         planned + self.drain_ns(burst * (unseen_ns + planned), fastest) > unseen_left:
                     continue
-            return Decision(s, b)
+            return Decision(s, self._even_batch(s, b, waiting, budget, self._planned_ns[s]))
         # The backlog cannot all be met: serve the most samples the head's slack allows, fastest first, unless
         # shedding the head serves more of the queue on time.
         b = self._largest_batch(cheapest, slack_ns, min(p.max_batch, queue.count_for(cheapest)))
@@ -334,8 +357,9 @@ class Fixed(Policy):
         return (self.subnet, self.subnet) if lo <= self.subnet <= hi else (1, 0)
 
     def choose(self, queue, lo, hi, slack_ns, now_ns):
-        b = self._largest_batch(lo, slack_ns, min(self.profile.max_batch, queue.count_for(lo)))
-        return Decision(lo, b) if b else None
+        waiting = queue.count_for(lo)
+        b = self._largest_batch(lo, slack_ns, min(self.profile.max_batch, waiting))
+        return Decision(lo, self._even_batch(lo, b, waiting, slack_ns)) if b else None
 
 
 class Cheapest(Policy):
@@ -347,8 +371,9 @@ class Cheapest(Policy):
         return lo, lo
 
     def choose(self, queue, lo, hi, slack_ns, now_ns):
-        b = self._largest_batch(lo, slack_ns, min(self.profile.max_batch, queue.count_for(lo)))
-        return Decision(lo, b) if b else None
+        waiting = queue.count_for(lo)
+        b = self._largest_batch(lo, slack_ns, min(self.profile.max_batch, waiting))
+        return Decision(lo, self._even_batch(lo, b, waiting, slack_ns)) if b else None
 
 
 # The registry: every policy name the server, the benchmarks and the README know, in one place.

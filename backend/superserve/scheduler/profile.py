@@ -6,6 +6,7 @@ Parsed once from ``profile.json`` into frozen, validated objects. No torch, no T
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -22,7 +23,7 @@ class SubnetProfile:
     index: int
     id: str
     accuracy: float
-    latency_ns: tuple[int, ...]  # latency_ns[b - 1]: one forward pass at batch size b
+    latency_ns: tuple[int, ...]  # latency_ns[b - 1]: one forward pass at batch size b, never below a smaller b's
     config: Mapping[str, Any] | None = None
     params: int = 0
 
@@ -87,6 +88,9 @@ class Profile:
                 raise ProfileError(f"{where} accuracy {acc} is outside [0, 1]")
             if any(not math.isfinite(v) or v <= 0 for v in latency):
                 raise ProfileError(f"{where} latencies must be positive")
+            # A batch is never planned faster than a smaller one (the policies bisect latency by batch size): a
+            # measured median below a smaller batch's is noise, and counts as that batch's.
+            latency = tuple(itertools.accumulate(latency, max))
             subnets.append(SubnetProfile(i, str(entry.get("id", i)), acc, latency, entry.get("config"),
                                          int(entry.get("params", 0))))
         # ordered by the accuracy they were chosen on (validation), if the profile has it
