@@ -102,6 +102,13 @@ class Policy:
         latency = self.profile.subnets[subnet].latency_ns
         return bisect.bisect_right(latency, slack_ns, 0, limit)
 
+    def _fill(self, subnet: int, queue: QueueView, slack_ns: int) -> Decision | None:
+        """``subnet`` at the largest batch of what waits for it that the slack allows, in even batches where they
+        cost less (None if not even one request fits)."""
+        waiting = queue.count_for(subnet)
+        b = self._largest_batch(subnet, slack_ns, min(self.profile.max_batch, waiting))
+        return Decision(subnet, self._even_batch(subnet, b, waiting, slack_ns)) if b else None
+
     def _even_batch(self, subnet: int, batch: int, waiting: int, budget_ns: int,
                     latency_ns: Sequence[int] | None = None) -> int:
         """The first batch of those that serve the ``waiting`` samples on ``subnet``: ``batch`` (the largest the
@@ -357,9 +364,7 @@ class Fixed(Policy):
         return (self.subnet, self.subnet) if lo <= self.subnet <= hi else (1, 0)
 
     def choose(self, queue, lo, hi, slack_ns, now_ns):
-        waiting = queue.count_for(lo)
-        b = self._largest_batch(lo, slack_ns, min(self.profile.max_batch, waiting))
-        return Decision(lo, self._even_batch(lo, b, waiting, slack_ns)) if b else None
+        return self._fill(lo, queue, slack_ns)
 
 
 class Cheapest(Policy):
@@ -371,9 +376,7 @@ class Cheapest(Policy):
         return lo, lo
 
     def choose(self, queue, lo, hi, slack_ns, now_ns):
-        waiting = queue.count_for(lo)
-        b = self._largest_batch(lo, slack_ns, min(self.profile.max_batch, waiting))
-        return Decision(lo, self._even_batch(lo, b, waiting, slack_ns)) if b else None
+        return self._fill(lo, queue, slack_ns)
 
 
 # The registry: every policy name the server, the benchmarks and the README know, in one place.
