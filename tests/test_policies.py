@@ -394,3 +394,35 @@ def test_a_hand_over_counts_as_a_burst_rate_for_its_round():
     # back to the time constants' estimates: 20 arrivals over the 110 ms seen
     assert q.arrival_rate(200 * MS, burst=True) == pytest.approx(q.arrival_rate(200 * MS))
     assert q.arrival_rate(200 * MS) < 200
+
+
+def test_edf_queue_remembers_the_highest_burst_rate_fading_over_its_memory():
+    q = EDFQueue(burst_memory_ns=1000 * MS)
+    assert q.peak_rate(0, 4000.0) == 4000.0
+    assert q.peak_rate(1000 * MS, 100.0) == pytest.approx(4000 * math.exp(-1))  # a second later, faded by e
+    assert q.peak_rate(1000 * MS, 3000.0) == 3000.0  # a higher rate than the faded one is remembered instead
+    assert q.peak_rate(2000 * MS, 0.0) == pytest.approx(3000 * math.exp(-1))
+    assert EDFQueue().peak_rate(0, 4000.0) == 0.0  # no memory: nothing remembered
+
+
+def test_slackfit_lookahead_budgets_for_a_burst_it_remembers_in_the_lull_after_it():
+    def decide(burst_memory_ms, lull_ms=100):
+        q = EDFQueue(burst_memory_ns=int(burst_memory_ms * MS))
+        policy = make_policy("slackfit-la", PROFILE)
+        for i in range(200):  # 4,000 req/s for 50 ms, served as they come
+            q.push(QueuedRequest(i * MS // 4 + 40 * MS, i * MS // 4, 0, 2))
+            if len(q) == 4:
+                policy.decide(q, i * MS // 4)  # the policy reads the burst rate as it decides
+                while q:
+                    q.pop_head()
+        now = 50 * MS + lull_ms * MS
+        q.start_round(now, now, now, 1)  # then one request, alone, in a round that sees nothing else
+        q.push(QueuedRequest(now + 10 * MS, now, 0, 2))
+        return policy.decide(q, now)
+
+    # Forgotten, the burst leaves SubNet 2 (4 ms) the head's 10 ms. Remembered (faded to 3,600/s after 100 ms),
+    # 15 requests may arrive during it, and full batches of the fastest SubNet take 9.5 ms more to serve them:
+    # SubNet 1 (2 ms, then 8 arriving in 5 ms) fits.
+    assert decide(0) == Decision(2, 1)
+    assert decide(1000) == Decision(1, 1)
+    assert decide(1000, lull_ms=3000) == Decision(2, 1)  # faded to 200/s three seconds later

@@ -161,6 +161,11 @@ def test_the_servers_own_books_of_runs_pool_into_the_mean_requests_time_and_the_
     report = markdown({"slo_ms": 10, "duration_s": 1, "capacity": {"top_rps": 1, "fastest_rps": 2},
                        "traces": [{"name": "t", "mean_rate": 1, "requests": 300, "rows": [row], "vs_fixed": {}}]})
     assert "| SlackFit-LA | 15.0 | 1.67 | 1.33 | 0.67 | 3.67 | 4.00 | 8 / 10 |" in report
+    assert "measured capacity (1 req/s; the fastest SubNet's: 2 req/s)" in report
+    # loads set against a given capacity (--top-rps) say so, and what was measured
+    given = markdown({"slo_ms": 10, "duration_s": 1, "traces": [],
+                      "capacity": {"top_rps": 600, "measured_top_rps": 553, "fastest_rps": 2}})
+    assert "given capacity (600 req/s; measured now: 553 req/s; the fastest SubNet's: 2 req/s)" in given
 
 
 def test_replayer_records_every_request_when_no_server_answers():

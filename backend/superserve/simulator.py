@@ -36,12 +36,14 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
              params: dict | None = None, shed_ms: float = 0.0, handover_samples: int = 256,
              idle_gap_ms: float = 1.0, latency_safety: float = 0.0,
              max_hold_ms: float = 20.0, lead_in_s: float = 0.0,
-             arrival_spread: float = 1.0) -> list[SimulatedRecord]:
+             arrival_spread: float = 1.0, rate_window_ms: float = 500.0,
+             burst_memory_ms: float = 0.0) -> list[SimulatedRecord]:
     """Every arrival ends in one record. ``overhead_ms`` is added to each batch (gathering inputs, building
     answers); ``shed_ms`` is the worker time one refusal costs. Batches are planned at ``1 + latency_safety``
     times their latency when deciding whether the answers already computed can wait for the next one. With
     ``lead_in_s``, the arrivals before it are replayed first and the trace follows at once; only the trace's own
-    arrivals are recorded. ``arrival_spread`` dates a round's requests as the live server's setting of that name."""
+    arrivals are recorded. ``arrival_spread``, ``rate_window_ms`` and ``burst_memory_ms`` date a round's requests and
+    estimate arrival rates as the live server's settings of those names."""
     profile = policy.profile
     lo, hi = 0, profile.size - 1
     if params and "subnet" in params:
@@ -54,7 +56,7 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
     records: list[SimulatedRecord | None] = [None] * len(arrivals)
     clocks = [HandoverClock(handover_samples, 1, int(idle_gap_ms * 1e6)) for _ in range(workers)]
     free = [(0, w) for w in range(workers)]  # (time the worker is free, worker)
-    queue = EDFQueue()
+    queue = EDFQueue(int(rate_window_ms * 1e6), burst_memory_ns=int(burst_memory_ms * 1e6))
     feasible = policy.feasible(lo, hi, slo_ns)
     i, n = 0, len(arrivals)
 

@@ -221,6 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--traces", default="",
                    help="run only traces whose name contains this text, or any of several, comma-separated: "
                         "e.g. cv8 or azure,cv8")
+    p.add_argument("--top-rps", type=float, default=None,
+                   help="set the loads against this capacity of the most accurate SubNet (req/s) rather than the one "
+                        "measured now: runs in another spell of the machine then replay the same traces")
     p.add_argument("--model", default="superserve", choices=SERVED_MODELS, help="the SuperNet to benchmark")
     p.add_argument("--variant", action="append", default=[], metavar="LABEL:key=value;...",
                    help="also run SuperServe with these serving parameters (docs/configuration.md) as system LABEL; "
@@ -256,6 +259,9 @@ def main(argv: list[str] | None = None) -> None:
                "serving_config": asdict(config), "traces": [], "restarts": []}
     try:
         results["capacity"] = measure_capacity(server, profile, args.out)
+        if args.top_rps:
+            results["capacity"]["measured_top_rps"] = results["capacity"]["top_rps"]
+            results["capacity"]["top_rps"] = args.top_rps
         traces = [t for t in build_traces(results["capacity"]["top_rps"], args.quick, duration, args.seed)
                   if any(part in t.name for part in args.traces.split(","))]
         if not traces:

@@ -42,10 +42,12 @@ def _time_table(rows: list[dict]) -> list[str]:
 def markdown(results: dict) -> str:
     cap = results["capacity"]
     repeats = results.get("repeats", 1)
+    top = (f"given capacity ({cap['top_rps']:.0f} req/s; measured now: {cap['measured_top_rps']:.0f} req/s"
+           if "measured_top_rps" in cap else f"measured capacity ({cap['top_rps']:.0f} req/s")
     lines = [f"SLO {results['slo_ms']:.1f} ms for every request; {results['duration_s']:.0f} s per run, {repeats} "
              f"interleaved run(s) per system and trace (figures over all of them; ± is half the spread between runs); "
-             f"loads relative to the most accurate SubNet's measured capacity ({cap['top_rps']:.0f} req/s; the fastest "
-             f"SubNet's: {cap['fastest_rps']:.0f} req/s).", ""]
+             f"loads relative to the most accurate SubNet's {top}; the fastest SubNet's: {cap['fastest_rps']:.0f} "
+             "req/s).", ""]
     restarts = results.get("restarts", [])
     lines += [f"Server restarts after a Python stub died (upstream Triton bug; the run was repeated): {len(restarts)}"
               + "".join(f"; {r['trace']} / {r['system']} (repeat {r['repeat'] + 1})" for r in restarts) + ".", ""]

@@ -55,6 +55,8 @@ class QueueView(Protocol):
     def position_of(self, deadline_ns: int, start: int = 0) -> int: ...  # first position due at or after it
     def arrival_rate(self, now_ns: int, burst: bool = False) -> float: ...
     def unseen_since(self) -> int | None: ...  # arrivals after this are not in the queue yet (None: all are)
+    def round_rate(self) -> float: ...
+    def peak_rate(self, now_ns: int, rate: float) -> float: ...
 
 
 class Policy:
@@ -187,9 +189,11 @@ class SlackFitLookahead(Policy):
       allowed SubNet, must still meet each batch's first deadline. Positions count requests; a request
       holding several images counts as one;
     - the unseen backlog: behind Triton's batcher, requests that arrive during a round wait in Triton's queue
-      until the round ends (``queue.unseen_since()``). At the recent burst rate, as many arrive while this
-      batch and the rest of the round run, and the fastest SubNet must still serve them within the SLO
-      of the first (that of the head), counted from when they can first have arrived;
+      until the round ends (``queue.unseen_since()``). At the burst rate (the recent one, or the highest the
+      queue remembers, faded, if that is higher: ``EDFQueue.peak_rate``), as many arrive while this batch and
+      the rest of the round run, and the fastest SubNet must still serve them within the SLO of the first
+      (that of the head), counted from when they can first have arrived. Remembered, a burst keeps slow
+      SubNets' long batches out of the lulls between bursts, where the next burst caught them in full;
     - the utilization cap: at the queue's recent arrival rate, batches on this SubNet settle at the smallest
       size k whose cost per sample keeps the server busy at most ``max_utilization`` of the time, and a
       request then waits for one such batch and runs in the next, so two batches of k must fit the head's
@@ -242,7 +246,8 @@ class SlackFitLookahead(Policy):
         guard = queue.arrival_rate(now_ns, burst=True, round_min_samples=p.max_batch) / 1e9  # per ns
         if guard * fastest[-1] > p.max_batch:
             hi = lo = cheapest
-        burst = max(guard, queue.round_rate() / 1e9)  # the unseen backlog counts any hand-over's rate
+        # the unseen backlog counts any hand-over's rate, and the bursts the queue remembers
+        burst = max(guard, queue.round_rate() / 1e9, queue.peak_rate(now_ns, guard * 1e9) / 1e9)
         unseen = queue.unseen_since()
         if unseen is not None:
             rest_ns = self.drain_ns(len(queue) - taken, fastest)

@@ -50,7 +50,8 @@ def _deadline(request: QueuedRequest) -> int:
 class EDFQueue:
     """Sorted on (deadline, arrival order). Not thread-safe: the dispatcher holds its own lock."""
 
-    def __init__(self, rate_window_ns: int = 500_000_000, burst_window_ns: int = 50_000_000) -> None:
+    def __init__(self, rate_window_ns: int = 500_000_000, burst_window_ns: int = 50_000_000,
+                 burst_memory_ns: int = 0) -> None:
         self._items: list[QueuedRequest] = []
         # Arrival rates: samples counted with exponential decay over a time constant, a long one for the load
         # and a short one that sees a burst within a few batches. From the first arrival (or the first after an
@@ -65,6 +66,11 @@ class EDFQueue:
         # ends); None: every arrival is in it.
         self._unseen_since_ns: int | None = None
         self._round_rate = 0.0  # samples per second over the current round's hand-over
+        # The highest burst rate a policy read, fading over ``burst_memory_ns``: on a bursty load the next burst
+        # comes as fast as the last, and a slow batch started in the lull between them meets it in full.
+        self._burst_memory_ns = burst_memory_ns
+        self._peak_rate = 0.0
+        self._peak_ns = 0
         self._round_samples = 0
         self._seq = itertools.count()
         self._ranges: dict[tuple[int, int], int] = {}
@@ -99,6 +105,17 @@ class EDFQueue:
         self._unseen_since_ns = unseen_since_ns
         self._round_rate = samples * 1e9 / (now_ns - head_ns) if now_ns > head_ns else 0.0
         self._round_samples = samples
+
+    def peak_rate(self, now_ns: int, rate: float) -> float:
+        """Remember ``rate`` (a burst rate read now, samples per second); returns the highest remembered, faded
+        by its age over the burst memory (0 without a memory)."""
+        if not self._burst_memory_ns:
+            return 0.0
+        faded = self._peak_rate * math.exp((self._peak_ns - now_ns) / self._burst_memory_ns)
+        if rate >= faded:
+            self._peak_rate, self._peak_ns = rate, now_ns
+            return rate
+        return faded
 
     def round_rate(self) -> float:
         """The current hand-over's own rate, samples per second (0 if it found the model idle)."""

@@ -26,6 +26,7 @@ class ServingConfig:
     latency_safety: float = 0.2
     max_utilization: float = 0.85
     rate_window_ms: float = 500.0
+    burst_memory_ms: float = 3000.0
     default_slo_ms: float = 50.0
     max_slo_ms: float = 60_000.0
     margin_ms: float = 3.0
@@ -51,6 +52,8 @@ PARAMETERS = {
     "max_utilization": (0.01, 1.0, "slackfit-la: pass over SubNets that would keep the server busier than this at "
                                    "the recent arrival rate (1 turns the cap off)"),
     "rate_window_ms": (1.0, 600_000.0, "time constant of the arrival-rate estimate the utilization cap reads"),
+    "burst_memory_ms": (0.0, 600_000.0, "slackfit-la: how long a burst's arrival rate is remembered (fading) when "
+                                        "budgeting for the requests that arrive during a batch (0: not at all)"),
     "default_slo_ms": (0.001, None, "latency target of a request that sends no slo_ms"),
     "max_slo_ms": (0.001, None, "the largest slo_ms a request may ask for"),
     "margin_ms": (0.0, 10_000.0, "reserved from every slack for what the model cannot see: Triton's hand-over "
