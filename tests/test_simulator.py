@@ -63,8 +63,8 @@ def test_answers_wait_for_the_end_of_their_round_unless_the_next_batch_would_mak
 
 def test_a_lead_in_leaves_the_run_a_warm_arrival_rate_as_the_live_benchmark_does():
     # 300 req/s: SubNet 1 at its best (batches of 4, 2.5 ms a sample) would keep the server 75% busy, beyond a
-    # 70% cap. From cold the first requests read as a light load and get SubNet 1; after half a second of the
-    # same trace, the estimate knows better from the first request on.
+    # 70% cap. From cold the first requests read as a light load and get SubNet 1; after the trace's last half
+    # second, the estimate knows better from the first request on.
     arrivals = np.arange(0, 1, 1 / 300)
     policy = lambda: make_policy("slackfit-la", PROFILE, max_utilization=0.7)
     cold = simulate(arrivals, policy(), slo_ms=100)
@@ -72,4 +72,8 @@ def test_a_lead_in_leaves_the_run_a_warm_arrival_rate_as_the_live_benchmark_does
     assert len(cold) == len(warm) == len(arrivals)  # only the trace's own arrivals are recorded
     assert [r.scheduled_s for r in warm] == pytest.approx(list(arrivals))  # on the trace's clock
     assert cold[0].subnet == 1 and warm[0].subnet == 0
+    # the lead-in is the trace's end, as the live benchmark's: a trace whose end is quiet leaves it cold
+    quiet_end = np.concatenate([arrivals, [3.0]])
+    assert simulate(quiet_end, policy(), slo_ms=100, lead_in_s=0.5)[0].subnet == 1
+    assert simulate(quiet_end, policy(), slo_ms=100, lead_in_s=0.5, duration_s=1.0)[0].subnet == 0
     assert all(r.outcome == "on_time" for r in cold + warm)

@@ -243,3 +243,12 @@ def test_a_benchmark_variant_is_superserve_with_its_serving_parameters_over_the_
                          ("x:nope=1", "unknown parameter 'nope'"), ("x:margin_ms=soon", "must be float")]:
         with pytest.raises(ValueError, match=message):
             parse_variant(bad, 0)
+
+
+def test_a_runs_lead_in_is_the_end_of_its_trace_from_zero():
+    from superserve_bench.bench import tail
+
+    trace = Trace("t", np.array([0.0, 0.1, 0.2, 9.0, 9.5, 9.9]), {"duration_s": 10.0})
+    lead_in = tail(trace, 2.0)
+    assert lead_in.arrivals_s.tolist() == pytest.approx([1.0, 1.5, 1.9])  # 8..10 s, from 0
+    assert lead_in.duration_s == 2.0

@@ -6,7 +6,7 @@ It follows the live server's rounds: a free worker takes every request that has 
 size), dates them as the live model does (``HandoverClock``: it cannot see when they arrived), and serves them
 in the batches the policy picks until the round is empty. An answer waits for the end of its round unless the
 next batch would make it late or hold it longer than ``max_hold_ms``, as in the live server; its outcome is judged
-on its true arrival. Like the live benchmark, it can replay a trace's first seconds first, unmeasured
+on its true arrival. Like the live benchmark, it can replay a trace's last seconds first, unmeasured
 (``lead_in_s``), so that a run starts with the arrival rates and rounds they leave, not cold.
 """
 
@@ -37,12 +37,12 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
              idle_gap_ms: float = 1.0, latency_safety: float = 0.0,
              max_hold_ms: float = 20.0, lead_in_s: float = 0.0,
              arrival_spread: float = 1.0, rate_window_ms: float = 500.0,
-             burst_memory_ms: float = 0.0) -> list[SimulatedRecord]:
+             burst_memory_ms: float = 0.0, duration_s: float | None = None) -> list[SimulatedRecord]:
     """Every arrival ends in one record. ``overhead_ms`` is added to each batch (gathering inputs, building
     answers); ``shed_ms`` is the worker time one refusal costs. Batches are planned at ``1 + latency_safety``
     times their latency when deciding whether the answers already computed can wait for the next one. With
-    ``lead_in_s``, the arrivals before it are replayed first and the trace follows at once; only the trace's own
-    arrivals are recorded. ``arrival_spread``, ``rate_window_ms`` and ``burst_memory_ms`` date a round's requests and
+    ``lead_in_s``, the trace's last ``lead_in_s`` (of ``duration_s``, by default its last arrival) are replayed first
+    and the trace follows at once, as the live benchmark's lead-in; only the trace's own arrivals are recorded. ``arrival_spread``, ``rate_window_ms`` and ``burst_memory_ms`` date a round's requests and
     estimate arrival rates as the live server's settings of those names."""
     profile = policy.profile
     lo, hi = 0, profile.size - 1
@@ -51,7 +51,8 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
     slo_ns = int(slo_ms * 1e6)
     overhead_ns, shed_ns, max_hold_ns = int(overhead_ms * 1e6), int(shed_ms * 1e6), int(max_hold_ms * 1e6)
     margin_ns = policy.margin_ns
-    lead_in = [t for t in arrivals_s if t < lead_in_s]
+    end = duration_s if duration_s is not None else (arrivals_s[-1] if len(arrivals_s) else 0.0)
+    lead_in = [t - (end - lead_in_s) for t in arrivals_s if t >= end - lead_in_s] if lead_in_s else []
     arrivals = [int(t * 1e9) for t in lead_in] + [int((t + lead_in_s) * 1e9) for t in arrivals_s]
     records: list[SimulatedRecord | None] = [None] * len(arrivals)
     clocks = [HandoverClock(handover_samples, 1, int(idle_gap_ms * 1e6)) for _ in range(workers)]

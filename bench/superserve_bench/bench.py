@@ -38,7 +38,7 @@ from .traces import Trace, azure_functions, bursty
 
 __all__ = ["main", "System", "systems_for", "parse_variant", "load_setup", "measure_capacity"]
 
-LEAD_IN_S = 2.0  # of each trace, replayed unmeasured before every run (see measured_run)
+LEAD_IN_S = 2.0  # the end of each trace, replayed unmeasured before every run (see measured_run)
 BOOKS_SETTLE_S = 0.6  # the SuperServe model publishes its own counts every 0.5 s: the scrape after a run waits
 MAX_RERUNS = 3  # restarts of the server for one run after a Python stub died, before giving up
 POLICIES = {"SlackFit-LA": "slackfit-la", "SlackFit": "slackfit", "MaxAcc": "maxacc", "MaxBatch": "maxbatch"}
@@ -140,6 +140,14 @@ def head(trace: Trace, seconds: float) -> Trace:
     return Trace(f"{trace.name}-head", trace.arrivals_s[trace.arrivals_s < seconds], {"duration_s": seconds})
 
 
+def tail(trace: Trace, seconds: float) -> Trace:
+    """The trace's last ``seconds``, from 0: what comes before its start if it repeats (a day's end precedes the
+    next day's start). A run's lead-in replayed the trace's own head before, and so met Azure's opening spike twice,
+    2 s apart: a setting that remembers bursts then rode the second for having seen the first."""
+    start = trace.duration_s - seconds
+    return Trace(f"{trace.name}-tail", trace.arrivals_s[trace.arrivals_s >= start] - start, {"duration_s": seconds})
+
+
 def replay_system(server, trace: Trace, slo_ms: float, images, system: System):
     return replay_sync(trace, server.grpc_url, slo_ms, images, model=system.model, fixed_accuracy=system.accuracy)
 
@@ -152,14 +160,14 @@ def warm_up(server, systems: list[System], trace: Trace, slo_ms: float, images, 
 
 
 def measured_run(server, trace: Trace, slo_ms: float, images, system: System, watch: bool):
-    """One run after its lead-in: LEAD_IN_S of the same trace through the same system, unmeasured.
+    """One run after its lead-in: the trace's last LEAD_IN_S through the same system, unmeasured (``tail``).
 
     Without it, a run inherited the state the previous run left in the model (the learned cost model, the
     arrival-rate estimate), from another system sharing the model or from a lighter trace: in one full
     benchmark the first pass over a trace was the worse one in 20 of the 25 system/trace pairs whose two runs
     differed. Returns the client's records, the server's own books of the run (``model_books``) and, with
     ``watch``, the server's batch sizes sampled during it."""
-    replay_system(server, head(trace, LEAD_IN_S), slo_ms, images, system)
+    replay_system(server, tail(trace, LEAD_IN_S), slo_ms, images, system)
     poller = _MetricsPoller(server.metrics_url, system.model)
     if watch:
         poller.start()

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
                                handover_samples=handover, idle_gap_ms=config.idle_gap_ms,
                                max_hold_ms=config.max_hold_ms, lead_in_s=LEAD_IN_S,
                                arrival_spread=config.arrival_spread, rate_window_ms=config.rate_window_ms,
-                               burst_memory_ms=config.burst_memory_ms)
+                               burst_memory_ms=config.burst_memory_ms, duration_s=trace.duration_s)
             sim = summarise(records, results["slo_ms"])
             rows.append({"trace": trace.name, "system": real["system"], "real_attainment": real["slo_attainment"],
                          "simulated_attainment": sim["slo_attainment"],
