@@ -41,9 +41,10 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
     """Every arrival ends in one record. ``overhead_ms`` is added to each batch (gathering inputs, building
     answers); ``shed_ms`` is the worker time one refusal costs. Batches are planned at ``1 + latency_safety``
     times their latency when deciding whether the answers already computed can wait for the next one. With
-    ``lead_in_s``, the trace's last ``lead_in_s`` (of ``duration_s``, by default its last arrival) are replayed first
-    and the trace follows at once, as the live benchmark's lead-in; only the trace's own arrivals are recorded. ``arrival_spread``, ``rate_window_ms`` and ``burst_memory_ms`` date a round's requests and
-    estimate arrival rates as the live server's settings of those names."""
+    ``lead_in_s``, the trace's last ``lead_in_s`` (of ``duration_s``, by default its last arrival) are replayed
+    first and the trace follows at once, as the live benchmark's lead-in; only the trace's own arrivals are
+    recorded. ``arrival_spread``, ``rate_window_ms`` and ``burst_memory_ms`` date a round's requests and estimate
+    arrival rates as the live server's settings of those names."""
     profile = policy.profile
     lo, hi = 0, profile.size - 1
     if params and "subnet" in params:

@@ -66,12 +66,12 @@ class EDFQueue:
         # ends); None: every arrival is in it.
         self._unseen_since_ns: int | None = None
         self._round_rate = 0.0  # samples per second over the current round's hand-over
+        self._round_samples = 0
         # The highest burst rate a policy read, fading over ``burst_memory_ns``: on a bursty load the next burst
         # comes as fast as the last, and a slow batch started in the lull between them meets it in full.
         self._burst_memory_ns = burst_memory_ns
         self._peak_rate = 0.0
         self._peak_ns = 0
-        self._round_samples = 0
         self._seq = itertools.count()
         self._ranges: dict[tuple[int, int], int] = {}
 

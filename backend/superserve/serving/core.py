@@ -92,7 +92,8 @@ class SuperServeCore:
         self.metrics.cost_model(self.cost.per_batch_ns, self.cost.per_sample_ns)
         self.handover = HandoverClock(handover_samples or self.max_batch, self.max_batch,
                                       int(config.idle_gap_ms * 1e6), int(config.idle_gap_per_answer_ms * 1e6))
-        self.queue = EDFQueue(int(config.rate_window_ms * 1e6), burst_memory_ns=int(config.burst_memory_ms * 1e6))  # empty between rounds; keeps the arrival rate
+        # empty between rounds; keeps the arrival rates and the bursts it remembers
+        self.queue = EDFQueue(int(config.rate_window_ms * 1e6), burst_memory_ns=int(config.burst_memory_ms * 1e6))
         self._specs: dict[str, object] = {}  # parameters JSON -> RequestSpec or error text: clients repeat them
         self._feasibility: dict[object, bool] = {}  # RequestSpec -> meetable on an idle server, under this policy
         # A send blocks until Triton has the response (an IPC round trip per answer): early answers go out from
