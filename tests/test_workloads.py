@@ -252,3 +252,13 @@ def test_a_runs_lead_in_is_the_end_of_its_trace_from_zero():
     lead_in = tail(trace, 2.0)
     assert lead_in.arrivals_s.tolist() == pytest.approx([1.0, 1.5, 1.9])  # 8..10 s, from 0
     assert lead_in.duration_s == 2.0
+
+
+@pytest.mark.parametrize("top_rps", ["0", "-5", "nan"])
+def test_the_benchmark_refuses_a_given_capacity_that_is_no_capacity(top_rps, capsys):
+    from superserve_bench.bench import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--top-rps", top_rps])
+    assert exited.value.code == 2
+    assert "--top-rps must be a capacity above 0 req/s" in capsys.readouterr().err

@@ -237,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="also run SuperServe with these serving parameters (docs/configuration.md) as system LABEL; "
                         "repeatable")
     args = p.parse_args(argv)
+    if args.top_rps is not None and not args.top_rps > 0:
+        p.error(f"--top-rps must be a capacity above 0 req/s, got {args.top_rps}")
     profile, config, slo_ms = load_setup(args.slo_ms, args.model)
     duration = args.duration_s or (8.0 if args.quick else 12.0)
     repeats = args.repeats or (1 if args.quick else 2)
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
                "serving_config": asdict(config), "traces": [], "restarts": []}
     try:
         results["capacity"] = measure_capacity(server, profile, args.out)
-        if args.top_rps:
+        if args.top_rps is not None:
             results["capacity"]["measured_top_rps"] = results["capacity"]["top_rps"]
             results["capacity"]["top_rps"] = args.top_rps
         traces = [t for t in build_traces(results["capacity"]["top_rps"], args.quick, duration, args.seed)
