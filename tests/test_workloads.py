@@ -214,6 +214,14 @@ def test_pooling_benchmark_runs_matches_traces_by_relative_load_and_finds_domina
     verdict = compare_to_fixed(pooled["bursty 0.7x CV² 8"], "SlackFit-LA")
     assert verdict["dominated_by"] == ["MaxBatch"]  # 0.997 / 98.6% against 0.9935 / 98.3% on the pooled means
     assert verdict["clearly_dominated_by"] == []  # but within the spread between runs
+    from superserve_bench.bench_pool import markdown
+    report = markdown(pooled, ["a", "b"])
+    # runs are counted per system: the fixed SubNet ran once in each benchmark, the adaptive systems twice
+    assert "| SlackFit-LA | 4 | 0.9935 ± 0.0040 | 98.30% ± 0.30 |" in report
+    assert "| Clipper+ 0.974 | 2 | 1.0000 ± 0.0000 | 97.40% ± 0.00 |" in report
+    # the 0.974 SubNet reaches 0.99; SlackFit-LA does too and is more accurate on the pooled means
+    assert "- **SlackFit-LA**: dominated on the pooled mean by: MaxBatch; beyond the spread between runs: none; " \
+           "the bar holds." in report
     # a row without its runs listed counts as one run
     lone = {"capacity": {"top_rps": 800.0}, "traces": [{"params": {"kind": "bursty", "cv2": 8}, "mean_rate": 560.0,
                                                         "rows": [{"system": "INFaaS", "slo_attainment": 1.0,
@@ -262,3 +270,28 @@ def test_the_benchmark_refuses_a_given_capacity_that_is_no_capacity(top_rps, cap
         main(["--top-rps", top_rps])
     assert exited.value.code == 2
     assert "--top-rps must be a capacity above 0 req/s" in capsys.readouterr().err
+
+
+def test_the_peer_report_pools_low_load_latency_over_its_rounds_against_plain_triton():
+    """One round's p99 of 500 requests is its 5th-slowest; the report also gives p50/p99 over all rounds' requests,
+    each system against plain Triton on the same SubNet."""
+    from superserve_bench.bench_peer import BY_CONFIG, PER_REQUEST, PLAIN, markdown, percentiles
+
+    summary = percentiles([1.0] * 98 + [5.0, 9.0])
+    assert summary["requests"] == 100 and summary["p50_ms"] == 1.0
+    assert summary["p99_ms"] == pytest.approx(5.0 + 0.01 * 4.0)  # numpy's linear interpolation, 99% of 99 gaps
+    saturation = {"throughput_rps": 100.0, "requests_per_execution": 16.0}
+    rounds, pooled = [], []
+    for subnet in ("fastest", "most accurate"):
+        for system, p99 in ((BY_CONFIG, 2.0), (PER_REQUEST, 2.5), (PLAIN, 2.25)):
+            rounds.append({"round": 0, "subnet": subnet, "system": system, "saturation": saturation,
+                           "low_load": {"p50_ms": 1.0, "p99_ms": p99}})
+            pooled.append({"subnet": subnet, "system": system, "requests": 1500, "p50_ms": 1.0, "p99_ms": p99})
+    report = markdown({"concurrency": 64, "seconds": 5, "low_load_requests": 500, "rounds": rounds,
+                       "low_load_pooled": pooled})
+    assert ("- fastest, SuperServe (pinned by config), low load pooled over the rounds (1500 requests): p50 1.00 ms "
+            "(+0.00 against plain Triton's), p99 2.00 ms (-0.25)") in report
+    assert "- most accurate, SuperServe (pinned per request, 3 outputs), low load pooled over the rounds" in report
+    assert report.endswith("p99 2.50 ms (+0.25)")
+    older = markdown({"concurrency": 64, "seconds": 5, "low_load_requests": 500, "rounds": rounds})
+    assert "low load pooled" not in older and "median" in older  # a report saved before pooling still reads
