@@ -11,7 +11,8 @@ a slow spell of the machine hits all alike:
 
 - saturation: perf_analyzer, gRPC async at a high concurrency; throughput per round, and Triton's own execute()
   count per request (``nv_inference_exec_count`` against ``nv_inference_request_success``);
-- low load: one gRPC request at a time, the systems taking turns request by request; client latency p50 and p99.
+- low load: one gRPC request at a time, the systems taking turns request by request; client latency p50 and p99,
+  per round and over all rounds' requests.
 
     .venv/bin/python -m superserve_bench.bench_peer --rounds 3 --out results/bench_peer
 """
