@@ -262,14 +262,14 @@ def test_a_runs_lead_in_is_the_end_of_its_trace_from_zero():
     assert lead_in.duration_s == 2.0
 
 
-@pytest.mark.parametrize("top_rps", ["0", "-5", "nan"])
+@pytest.mark.parametrize("top_rps", ["0", "-5", "nan", "inf"])
 def test_the_benchmark_refuses_a_given_capacity_that_is_no_capacity(top_rps, capsys):
     from superserve_bench.bench import main
 
     with pytest.raises(SystemExit) as exited:
         main(["--top-rps", top_rps])
     assert exited.value.code == 2
-    assert "--top-rps must be a capacity above 0 req/s" in capsys.readouterr().err
+    assert "--top-rps must be a finite capacity above 0 req/s" in capsys.readouterr().err
 
 
 def test_the_peer_report_pools_low_load_latency_over_its_rounds_against_plain_triton():

@@ -237,8 +237,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="also run SuperServe with these serving parameters (docs/configuration.md) as system LABEL; "
                         "repeatable")
     args = p.parse_args(argv)
-    if args.top_rps is not None and not args.top_rps > 0:
-        p.error(f"--top-rps must be a capacity above 0 req/s, got {args.top_rps}")
+    if args.top_rps is not None and not 0 < args.top_rps < float("inf"):
+        p.error(f"--top-rps must be a finite capacity above 0 req/s, got {args.top_rps}")
     profile, config, slo_ms = load_setup(args.slo_ms, args.model)
     duration = args.duration_s or (8.0 if args.quick else 12.0)
     repeats = args.repeats or (1 if args.quick else 2)
