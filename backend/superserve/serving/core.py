@@ -29,7 +29,8 @@ from ..scheduler.queue import EDFQueue, QueuedRequest
 from .config import ServingConfig
 from .handover import HandoverClock
 from .metrics import Metrics
-from .requests import RequestError, check_finite, check_images, parse_parameters
+from .requests import RequestError, SpecCache, check_finite, check_images
+from .runner import SubnetRunner
 
 __all__ = ["Transport", "SuperServeCore", "DEADLINE_MESSAGE", "CANCELLED_MESSAGE"]
 
@@ -69,16 +70,13 @@ class SuperServeCore:
         if str(profile.get("device", "cpu")).split(" ")[0] != str(self.device):
             log.warning("profile.json was measured on %s but the model runs on %s: latencies differ",
                         profile.get("device", "cpu"), self.device)
-        self.net = net.to(self.device).eval()  # before any plan: pre-bound views live where the weights do
+        self.runner = SubnetRunner(net, profile, self.device)
+        self.net = self.runner.net
         self.config = config
         self.cost = CostModel(Profile.from_dict(profile), config.overhead_per_batch_ms, config.overhead_per_sample_ms,
                               config.overhead_adapt_rate, config.slowdown_adapt_rate)
         self.max_batch = self.cost.compute.max_batch
-        self.input_shape = tuple(int(d) for d in profile["input_shape"])
-        # On a GPU, a batch goes through one pinned host buffer, copied asynchronously; on the CPU, as it is.
-        self._staging = (torch.empty((self.max_batch, *self.input_shape), pin_memory=True)
-                         if self.device.type == "cuda" else None)
-        self.plans = [net.servable_plan(net.space.parse(entry["config"])) for entry in profile["subnets"]]
+        self.input_shape = self.runner.input_shape
         self.accuracy = [s.accuracy for s in self.cost.compute.subnets]
         self.transport = transport
         self.metrics = metrics or Metrics()
@@ -94,13 +92,13 @@ class SuperServeCore:
                                       int(config.idle_gap_ms * 1e6), int(config.idle_gap_per_answer_ms * 1e6))
         # empty between rounds; keeps the arrival rates and the bursts it remembers
         self.queue = EDFQueue(int(config.rate_window_ms * 1e6), burst_memory_ns=int(config.burst_memory_ms * 1e6))
-        self._specs: dict[str, object] = {}  # parameters JSON -> RequestSpec or error text: clients repeat them
+        self._specs = SpecCache(self.cost.compute, config.default_slo_ms, config.max_slo_ms, _SPEC_CACHE_SIZE)
         self._feasibility: dict[object, bool] = {}  # RequestSpec -> meetable on an idle server, under this policy
         # A send blocks until Triton has the response (an IPC round trip per answer): early answers go out from
         # this thread while the round computes its next batch.
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="superserve-sender")
         self._sending: list[Future] = []
-        self._warm_up()
+        self.runner.warm_up()
 
     def _make_policy(self):
         """The configured policy over the current cost model, planning at the slowdown batches run at now."""
@@ -109,14 +107,6 @@ class SuperServeCore:
 
     def _planning_factor(self) -> float:
         return (1.0 + self.config.latency_safety) * self.cost.planned_slowdown
-
-    @torch.inference_mode()
-    def _warm_up(self) -> None:
-        """One pass per SubNet at batch 1 and the largest batch, so the first requests are not slow."""
-        for plan in self.plans:
-            self.net.actuate(plan)
-            for batch in (1, self.max_batch):
-                self.net(torch.zeros((batch, *self.input_shape), device=self.device))
 
     # One round -------------------------------------------------------------------------------------
     def serve(self, handles: Sequence[Any]) -> list[Any]:
@@ -131,7 +121,7 @@ class SuperServeCore:
         for slot, handle in enumerate(handles):
             images = transport.images(handle)
             try:
-                spec = self._spec(transport.parameters(handle))
+                spec = self._specs.get(transport.parameters(handle))
                 check_images(images, self.input_shape, self.max_batch)
             except RequestError as exc:
                 responses[slot] = self._invalid(exc)
@@ -207,9 +197,7 @@ class SuperServeCore:
                 self._send_held(held, responses)  # they cannot wait for this batch and the rest of the round
         subnet = decision.subnet
         try:
-            with torch.inference_mode():
-                self.net.actuate(self.plans[subnet])
-                logits = self.net(self._on_device(images)).cpu().numpy()
+            logits = self.runner.run(subnet, images)
         except Exception as exc:  # a failure reaches every request of the batch, and only them
             log.exception("batch on SubNet %d failed", subnet)
             for request in batch:
@@ -269,14 +257,6 @@ class SuperServeCore:
         self._feasibility.clear()
         self.metrics.cost_model(self.cost.per_batch_ns, self.cost.per_sample_ns)
 
-    def _on_device(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(images)
-        if self._staging is None:
-            return x
-        staged = self._staging[:x.shape[0]]
-        staged.copy_(x)  # the previous batch's copy is done: its logits came back (.cpu() waits)
-        return staged.to(self.device, non_blocking=True)
-
     def _planned_ns(self, subnet: int, samples: int) -> int:
         return int(self._planning_factor() * self.cost.profile.latency_ns(subnet, samples))
 
@@ -326,18 +306,3 @@ class SuperServeCore:
                 self._feasibility.clear()
             feasible = self._feasibility[spec] = self.policy.feasible(spec.lo, spec.hi, spec.slo_ns)
         return feasible
-
-    def _spec(self, parameters_json: str):
-        spec = self._specs.get(parameters_json)
-        if spec is None:
-            try:
-                spec = parse_parameters(parameters_json, self.cost.compute, self.config.default_slo_ms,
-                                        self.config.max_slo_ms)
-            except RequestError as exc:
-                spec = str(exc)
-            if len(self._specs) >= _SPEC_CACHE_SIZE:
-                self._specs.clear()
-            self._specs[parameters_json] = spec
-        if isinstance(spec, str):
-            raise RequestError(spec)
-        return spec

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..scheduler.profile import Profile
 
-__all__ = ["RequestError", "RequestSpec", "parse_parameters", "check_images", "check_finite", "SLO_HEADER"]
+__all__ = ["RequestError", "RequestSpec", "SpecCache", "parse_parameters", "check_images", "check_finite",
+           "SLO_HEADER"]
 
 SLO_HEADER = "x-slo-ms"  # forwarded by tritonserver's --http/grpc-header-forward-pattern
 
@@ -79,6 +80,29 @@ def parse_parameters(parameters_json: str, profile: Profile, default_slo_ms: flo
                                f"{floor:g}")
         lo = max(lo, first)
     return RequestSpec(int(slo_ms * 1e6), lo, hi)
+
+
+class SpecCache:
+    """``parse_parameters`` once per distinct parameters text: clients repeat the same few. Bounded."""
+
+    def __init__(self, profile: Profile, default_slo_ms: float, max_slo_ms: float, size: int = 1024) -> None:
+        self._profile, self._default_slo_ms, self._max_slo_ms = profile, default_slo_ms, max_slo_ms
+        self._size = size
+        self._specs: dict[str, RequestSpec | str] = {}  # parameters JSON -> RequestSpec or the error's text
+
+    def get(self, parameters_json: str) -> RequestSpec:
+        spec = self._specs.get(parameters_json)
+        if spec is None:
+            try:
+                spec = parse_parameters(parameters_json, self._profile, self._default_slo_ms, self._max_slo_ms)
+            except RequestError as exc:
+                spec = str(exc)
+            if len(self._specs) >= self._size:
+                self._specs.clear()
+            self._specs[parameters_json] = spec
+        if isinstance(spec, str):
+            raise RequestError(spec)
+        return spec
 
 
 _FP32 = np.dtype(np.float32)
