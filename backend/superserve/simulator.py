@@ -2,6 +2,9 @@
 hand-over estimate as the live server, with profiled latencies instead of forward passes, on any number of
 workers. For exploring paper-scale rates; its results are simulated and labelled so.
 
+``simulate_router`` runs the router of a model with several workers: the same ``Dispatcher`` the live router
+drives from its threads, here driven by events, with workers that can be killed and brought back.
+
 It follows the live server's rounds: a free worker takes every request that has arrived (up to the hand-over
 size), dates them as the live model does (``HandoverClock``: it cannot see when they arrived), and serves them
 in the batches the policy picks until the round is empty. An answer waits for the end of its round unless the
@@ -13,13 +16,16 @@ on its true arrival. Like the live benchmark, it can replay a trace's last secon
 from __future__ import annotations
 
 import heapq
+import itertools
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
+from .scheduler.dispatcher import Dispatcher
 from .scheduler.policies import Policy
 from .scheduler.queue import EDFQueue, QueuedRequest
 from .serving.handover import HandoverClock
 
-__all__ = ["SimulatedRecord", "simulate"]
+__all__ = ["SimulatedRecord", "simulate", "simulate_router"]
 
 
 @dataclass(slots=True)
@@ -111,3 +117,77 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
     for record in measured:  # times in the trace's own clock
         record.scheduled_s -= lead_in_s
     return measured  # type: ignore[return-value]
+
+
+def simulate_router(arrivals_s, make_policy: Callable[[int], Policy], slo_ms: float, workers: int = 1,
+                    overhead_ms: float = 0.0, params: dict | None = None, kills: Sequence[tuple[float, int]] = (),
+                    restart_s: float | None = None, rate_window_ms: float = 500.0,
+                    burst_memory_ms: float = 0.0) -> list[SimulatedRecord]:
+    """The router over ``workers`` simulated workers: the live router's books (``Dispatcher``: one EDF queue from
+    each request's arrival, the policy made by ``make_policy(workers up)``), driven by events instead of threads,
+    each batch taking its profiled latency plus ``overhead_ms``. ``kills``: (time s, worker) at which a worker
+    dies; its batch is requeued or refused as live, and it is back ``restart_s`` later (None: never). Every
+    arrival ends in one record."""
+    dispatcher = Dispatcher(make_policy, workers, EDFQueue(int(rate_window_ms * 1e6),
+                                                           burst_memory_ns=int(burst_memory_ms * 1e6)))
+    for w in range(workers):
+        dispatcher.restore(w)
+    profile = dispatcher.policy.profile
+    lo, hi = (int(params["subnet"]),) * 2 if params and "subnet" in params else (0, profile.size - 1)
+    slo_ns, overhead_ns = int(slo_ms * 1e6), int(overhead_ms * 1e6)
+    arrivals = [int(t * 1e9) for t in arrivals_s]
+    records: list[SimulatedRecord | None] = [None] * len(arrivals)
+    events: list[tuple[int, int, str, int, int]] = []  # (time, order, kind, worker, batch token)
+    order = itertools.count()
+    tokens = [0] * workers  # a batch's done event counts only if its worker has not died since
+    for t_s, w in kills:
+        heapq.heappush(events, (int(t_s * 1e9), next(order), "kill", w, 0))
+
+    def shed(request: QueuedRequest, now: int) -> None:
+        k = request.payload
+        records[k] = SimulatedRecord(arrivals[k] / 1e9, (now - arrivals[k]) / 1e6, "shed")
+
+    def dispatch(now: int) -> None:
+        for w in range(workers):
+            while dispatcher.idle(w) and dispatcher.queue:
+                assignment, refused = dispatcher.take(w, now)
+                for request in refused:
+                    shed(request, now)
+                if assignment is not None:
+                    tokens[w] += 1
+                    done = now + profile.latency_ns(assignment.subnet, assignment.samples) + overhead_ns
+                    heapq.heappush(events, (done, next(order), "done", w, tokens[w]))
+
+    i, n = 0, len(arrivals)
+    while i < n or events:
+        if i < n and (not events or arrivals[i] <= events[0][0]):
+            now = arrivals[i]
+            request = QueuedRequest(now + slo_ns, now, lo, hi, payload=i)
+            if dispatcher.workers_up and dispatcher.policy.feasible(lo, hi, slo_ns):
+                dispatcher.push(request)
+            else:
+                shed(request, now)
+            i += 1
+        else:
+            now, _, kind, w, token = heapq.heappop(events)
+            if kind == "done":
+                if token != tokens[w]:
+                    continue  # the worker died while running it: the batch went back to the queue then
+                assignment = dispatcher.finish(w)
+                accuracy = profile.subnets[assignment.subnet].accuracy
+                for request in assignment.batch:
+                    k = request.payload
+                    records[k] = SimulatedRecord(arrivals[k] / 1e9, (now - arrivals[k]) / 1e6,
+                                                 "on_time" if now <= request.deadline_ns else "late",
+                                                 assignment.subnet, accuracy)
+            elif kind == "kill":
+                tokens[w] += 1
+                _, refused = dispatcher.lose(w, now)
+                for request in refused:
+                    shed(request, now)
+                if restart_s is not None:
+                    heapq.heappush(events, (now + int(restart_s * 1e9), next(order), "back", w, 0))
+            else:
+                dispatcher.restore(w)
+        dispatch(now)
+    return records  # type: ignore[return-value]

@@ -186,8 +186,8 @@ class SlackFitLookahead(Policy):
 
     - the head's slack;
     - the backlog budget: after this batch, the rest of the queue, served by full batches of the fastest
-      allowed SubNet, must still meet each batch's first deadline. Positions count requests; a request
-      holding several images counts as one;
+      allowed SubNet on the ``workers`` that are up, must still meet each batch's first deadline. Positions
+      count requests; a request holding several images counts as one;
     - the unseen backlog: behind Triton's batcher, requests that arrive during a round wait in Triton's queue
       until the round ends (``queue.unseen_since()``). At the burst rate (the recent one, or the highest the
       queue remembers, faded, if that is higher: ``EDFQueue.peak_rate``), as many arrive while this batch and
@@ -212,14 +212,17 @@ class SlackFitLookahead(Policy):
     name = "slackfit-la"
 
     def __init__(self, profile: Profile, margin_ns: int = 0, safety: float = 0.0,
-                 max_utilization: float = 1.0) -> None:
+                 max_utilization: float = 1.0, workers: int = 1) -> None:
         super().__init__(profile, margin_ns)
         if not 0.0 <= safety:
             raise ValueError(f"latency safety must be >= 0, got {safety}")
         if not 0.0 < max_utilization:
             raise ValueError(f"max_utilization must be > 0, got {max_utilization}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.safety = safety
         self.max_utilization = max_utilization
+        self.workers = workers
         # planned_ns[s][b - 1]: what a batch of b on SubNet s is budgeted for, safety included
         self._planned_ns = [[int((1.0 + safety) * lat) for lat in sub.latency_ns] for sub in profile.subnets]
         # per SubNet, for batch sizes 1..max: minus the least server seconds per sample at a batch of at most
@@ -240,10 +243,11 @@ class SlackFitLookahead(Policy):
         budget = min(slack_ns, self.backlog_budget(queue, taken, slack_ns, fastest))
         head = queue.head()
         slo_ns = head.deadline_ns - head.arrival_ns
-        rate = queue.arrival_rate(now_ns) if self.max_utilization < 1.0 else 0.0
+        # what arrives is shared by the workers that are up: each sees its share
+        rate = queue.arrival_rate(now_ns) / self.workers if self.max_utilization < 1.0 else 0.0
         # not even the fastest keeps up with this burst: it alone runs. A hand-over smaller than a full batch
         # says nothing of that (a cluster of 9 in the 1.5 ms of a one-request round read as 6,000/s)
-        guard = queue.arrival_rate(now_ns, burst=True, round_min_samples=p.max_batch) / 1e9  # per ns
+        guard = queue.arrival_rate(now_ns, burst=True, round_min_samples=p.max_batch) / 1e9 / self.workers  # per ns
         if guard * fastest[-1] > p.max_batch:
             hi = lo = cheapest
         # the unseen backlog counts any hand-over's rate, and the bursts the queue remembers
@@ -290,12 +294,12 @@ class SlackFitLookahead(Policy):
         n = len(queue)
         head = queue.deadline_at(0)
         budget = slack_ns
-        spent = 0
+        before = 0  # the batches ahead of this one, spread over the workers that are up
         i = taken
         while i < n:
             k = min(self.profile.max_batch, n - i)
-            spent += fastest[k - 1]
-            budget = min(budget, slack_ns + queue.deadline_at(i) - head - spent)
+            budget = min(budget, slack_ns + queue.deadline_at(i) - head - before // self.workers - fastest[k - 1])
+            before += fastest[k - 1]
             i += k
         return budget
 
@@ -305,22 +309,22 @@ class SlackFitLookahead(Policy):
         late. Positions count requests, as in ``backlog_budget``."""
         n, batch = len(queue), self.profile.max_batch
         due = queue.deadline_at(0) - slack_ns  # a deadline minus this is that request's slack
-        served, i, spent = 0, start, spent_ns
+        served, i, before = 0, start, 0
         while i < n:
             k = min(batch, n - i)
-            finish = due + spent + fastest[k - 1]
+            finish = due + spent_ns + before // self.workers + fastest[k - 1]
             if queue.deadline_at(i) < finish:
                 i = queue.position_of(finish, i)  # nothing before it makes a batch of k in time
                 continue
             served += k
-            spent += fastest[k - 1]
+            before += fastest[k - 1]
             i += k
         return served
 
     def drain_ns(self, samples: float, fastest: list[int]) -> int:
         """Planned time for full batches of the fastest SubNet to serve ``samples``."""
         full, rest = divmod(math.ceil(samples), self.profile.max_batch)
-        return full * fastest[-1] + (fastest[rest - 1] if rest else 0)
+        return (full * fastest[-1] + (fastest[rest - 1] if rest else 0)) // self.workers
 
     def _fastest(self, lo: int, hi: int) -> tuple[list[int], int]:
         """Cheapest planned latency at each batch size over SubNets lo..hi, and the SubNet fastest at full batch."""
@@ -385,16 +389,18 @@ class Cheapest(Policy):
 
 
 # The registry: every policy name the server, the benchmarks and the README know, in one place.
-# name -> (one-line summary, constructor from (profile, margin_ns, num_buckets, latency_safety, max_utilization))
+# name -> (one-line summary, constructor from (profile, margin_ns, num_buckets, latency_safety, max_utilization,
+# workers up))
 POLICIES = {
     "slackfit-la": ("SlackFit with a backlog lookahead, latency safety and a utilization cap (ours; the default)",
-                    lambda p, m, k, s, u: SlackFitLookahead(p, m, s, u)),
-    "slackfit": ("the paper's SlackFit: the head's slack picks a latency bucket", lambda p, m, k, s, u: SlackFit(p, m, k)),
+                    lambda p, m, k, s, u, w: SlackFitLookahead(p, m, s, u, w)),
+    "slackfit": ("the paper's SlackFit: the head's slack picks a latency bucket",
+                 lambda p, m, k, s, u, w: SlackFit(p, m, k)),
     "maxacc": ("the most accurate SubNet that fits at batch 1, then its largest batch",
-               lambda p, m, k, s, u: MaxAcc(p, m)),
+               lambda p, m, k, s, u, w: MaxAcc(p, m)),
     "maxbatch": ("the largest batch some SubNet fits, then the most accurate SubNet at it",
-                 lambda p, m, k, s, u: MaxBatch(p, m)),
-    "cheapest": ("the least accurate SubNet each request allows (INFaaS)", lambda p, m, k, s, u: Cheapest(p, m)),
+                 lambda p, m, k, s, u, w: MaxBatch(p, m)),
+    "cheapest": ("the least accurate SubNet each request allows (INFaaS)", lambda p, m, k, s, u, w: Cheapest(p, m)),
     "fixed:<i>": ("always SubNet i (Clipper+, one fixed model)", None),
 }
 DEFAULT_POLICY = "slackfit-la"
@@ -417,9 +423,10 @@ def check_policy_name(spec: str) -> str:
 
 
 def make_policy(spec: str, profile: Profile, margin_ns: int = 0, num_buckets: int = DEFAULT_BUCKETS,
-                latency_safety: float = 0.0, max_utilization: float = 1.0) -> Policy:
-    """Create a policy by its registry name (``POLICIES``)."""
+                latency_safety: float = 0.0, max_utilization: float = 1.0, workers: int = 1) -> Policy:
+    """Create a policy by its registry name (``POLICIES``). ``workers``: how many workers share the queue (the
+    paper's policies decide each batch from the head's slack alone, whatever the count)."""
     name = check_policy_name(spec)
     if name.startswith("fixed:"):
         return Fixed(profile, int(name.split(":", 1)[1]), margin_ns)
-    return POLICIES[name][1](profile, margin_ns, num_buckets, latency_safety, max_utilization)
+    return POLICIES[name][1](profile, margin_ns, num_buckets, latency_safety, max_utilization, workers)

@@ -124,8 +124,20 @@ class EDFQueue:
     def unseen_since(self) -> int | None:
         return self._unseen_since_ns
 
-    def push(self, request: QueuedRequest) -> None:
+    def push(self, request: QueuedRequest, arrived: bool = True) -> None:
+        """Queue ``request``; ``arrived`` False: it is back from a worker that was lost (not a new arrival)."""
         request.seq = next(self._seq)
+        if arrived:
+            self._count_arrival(request)
+        items = self._items
+        if not items or not request < items[-1]:
+            items.append(request)
+        else:
+            bisect.insort_right(items, request)
+        key = (request.lo, request.hi)
+        self._ranges[key] = self._ranges.get(key, 0) + request.size
+
+    def _count_arrival(self, request: QueuedRequest) -> None:
         decayed = self._decayed
         if self._last_arrival_ns is None or request.arrival_ns - self._last_arrival_ns > self._windows_ns[0]:
             # the first arrival, or the first after an idle spell of a long time constant: a new estimate
@@ -140,13 +152,6 @@ class EDFQueue:
         else:
             decayed[0] += request.size
             decayed[1] += request.size
-        items = self._items
-        if not items or not request < items[-1]:
-            items.append(request)
-        else:
-            bisect.insort_right(items, request)
-        key = (request.lo, request.hi)
-        self._ranges[key] = self._ranges.get(key, 0) + request.size
 
     def head(self) -> QueuedRequest:
         return self._items[0]

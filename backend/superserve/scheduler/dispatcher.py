@@ -1,0 +1,113 @@
+"""The router's books: ONE earliest-deadline-first queue and one policy in front of many workers (paper §5).
+
+Whenever a worker is free and work is queued, ``take`` asks the policy for (SubNet, batch) from the head's slack
+and hands that batch to the worker: requests start in global deadline order whichever worker runs them, and the
+policy plans with the workers that are up. A lost worker's batch goes back into the queue where its deadlines
+still allow, and is refused otherwise; with no worker up, nothing waits.
+
+No threads, no clock and no I/O: the live router (``serving/router.py``) drives it from one thread per worker
+under one lock, and the simulator drives it from an event loop with profiled latencies, so both run the same
+books. Tests drive it with a fake clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .policies import Policy
+from .queue import EDFQueue, QueuedRequest
+
+__all__ = ["Assignment", "Dispatcher"]
+
+
+@dataclass(slots=True)
+class Assignment:
+    """A batch handed to a worker: run ``batch`` (EDF order) on SubNet ``subnet``."""
+
+    worker: int
+    subnet: int
+    batch: list[QueuedRequest]
+    samples: int
+    started_ns: int
+    slack_ns: int  # the head's remaining slack when it was chosen
+
+
+class Dispatcher:
+    """``make_policy(workers_up)`` makes the policy for that many workers; it is made again when the count changes
+    (a worker lost or back) and when the caller says the costs changed (``replan``). Workers start down: a worker
+    is up once its owner says it is ready (``restore``)."""
+
+    def __init__(self, make_policy: Callable[[int], Policy], workers: int, queue: EDFQueue | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"a dispatcher needs at least one worker, got {workers}")
+        self.queue = queue if queue is not None else EDFQueue()
+        self._make_policy = make_policy
+        self.up = [False] * workers
+        self.running: list[Assignment | None] = [None] * workers
+        self.policy = make_policy(1)
+
+    @property
+    def workers_up(self) -> int:
+        return sum(self.up)
+
+    def replan(self) -> None:
+        """A new policy over the current costs and the workers that are up."""
+        self.policy = self._make_policy(max(1, self.workers_up))
+
+    def push(self, request: QueuedRequest) -> None:
+        self.queue.push(request)
+
+    def idle(self, worker: int) -> bool:
+        """Up and running nothing: it takes the next batch as soon as one is queued."""
+        return self.up[worker] and self.running[worker] is None
+
+    def take(self, worker: int, now_ns: int) -> tuple[Assignment | None, list[QueuedRequest]]:
+        """The next batch for an idle ``worker``, and the heads shed on the way (no allowed SubNet can meet
+        their deadlines any more: answer them UNAVAILABLE). None when the queue ran empty."""
+        if not self.idle(worker):
+            raise ValueError(f"worker {worker} is {'busy' if self.up[worker] else 'down'}: it cannot take a batch")
+        queue, shed = self.queue, []
+        while queue:
+            decision = self.policy.decide(queue, now_ns)
+            if decision is None:
+                shed.append(queue.pop_head())
+                continue
+            slack_ns = queue.head().deadline_ns - now_ns
+            batch = queue.pop_batch(decision.subnet, decision.batch_size)
+            assignment = Assignment(worker, decision.subnet, batch, sum(r.size for r in batch), now_ns, slack_ns)
+            self.running[worker] = assignment
+            return assignment, shed
+        return None, shed
+
+    def finish(self, worker: int) -> Assignment:
+        """``worker`` is done with its batch (answered, or failed as a batch): it is idle again."""
+        assignment = self.running[worker]
+        if assignment is None:
+            raise ValueError(f"worker {worker} runs no batch")
+        self.running[worker] = None
+        return assignment
+
+    def lose(self, worker: int, now_ns: int) -> tuple[list[QueuedRequest], list[QueuedRequest]]:
+        """``worker`` died or stopped answering: it leaves the rotation. Returns (requeued, refused): the requests
+        of its batch that another worker can still serve in time go back into the queue; the rest, and with no
+        worker left up every queued request, are refused."""
+        self.up[worker] = False
+        assignment, self.running[worker] = self.running[worker], None
+        self.replan()
+        requeued, refused = [], []
+        for request in assignment.batch if assignment else ():
+            if self.workers_up and self.policy.feasible(request.lo, request.hi, request.deadline_ns - now_ns):
+                self.queue.push(request, arrived=False)
+                requeued.append(request)
+            else:
+                refused.append(request)
+        if not self.workers_up:
+            refused += self.queue.remove_if(lambda r: True)
+        return requeued, refused
+
+    def restore(self, worker: int) -> None:
+        """``worker`` is ready (started, restarted or answering again): back in the rotation."""
+        if not self.up[worker]:
+            self.up[worker] = True
+            self.replan()
