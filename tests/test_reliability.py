@@ -87,8 +87,10 @@ def test_overload_answers_every_request_and_recovers(server, profile, digits):
 
 
 def _pending(server, model: str = "superserve") -> float:
-    """Requests Triton holds in its queue for ``model``, not yet handed to ``execute()``."""
-    return _counter(server, "nv_inference_pending_request_count", "", model)
+    """Requests waiting for ``model``: in Triton's queue, not yet handed to ``execute()``, and in the router's
+    (with several workers, ``execute()`` queues every request there at once)."""
+    return _counter(server, "nv_inference_pending_request_count", "", model) + \
+        _counter(server, "superserve_queue_length", "", model)
 
 
 async def _cancelled_burst(server, image: np.ndarray, top: int, flood: int, doomed: int, queued_ahead: int,

@@ -35,10 +35,11 @@ def test_config_defaults_and_triton_parameter_form():
 
 
 def test_the_defaults_are_the_shipped_behaviour():
-    # the shipped model sets no parameters: what it serves with is ServingConfig's defaults, nothing else
+    # the shipped model sets only its worker count: the rest it serves with is ServingConfig's defaults
     shipped = read_model_config(REPO_ROOT / "model_repository" / "superserve" / "config.pbtxt")
-    assert len(shipped.parameters) == 0
-    assert config_from_pbtxt(REPO_ROOT / "model_repository" / "superserve" / "config.pbtxt") == ServingConfig()
+    assert list(shipped.parameters) == ["workers"]
+    assert config_from_pbtxt(REPO_ROOT / "model_repository" / "superserve" / "config.pbtxt") == \
+        replace(ServingConfig(), workers=2)
     assert ServingConfig().policy == DEFAULT_POLICY == "slackfit-la"
     # the transformer's dates every request of a round at the earliest the oldest can have arrived
     vit = config_from_pbtxt(REPO_ROOT / "model_repository" / "superserve_vit" / "config.pbtxt")

@@ -36,13 +36,15 @@ NATIVE_MODEL_PY = Path(__file__).with_name("native_model.py")
 @dataclass(frozen=True)
 class SuperServeModel:
     """The shipped SuperServe model under another name, with some serving parameters overridden, if ``outputs``
-    is given only those of its outputs declared (``("LOGITS",)``: what plain Triton's model makes), and with
-    ``gpu`` its instance on that GPU (KIND_GPU)."""
+    is given only those of its outputs declared (``("LOGITS",)``: what plain Triton's model makes), with ``gpu``
+    its instance on that GPU (KIND_GPU), and ``workers`` worker processes (1, unless a benchmark asks for more:
+    one worker is what compares with one plain-Triton instance)."""
 
     name: str
     parameters: dict = field(default_factory=dict)
     outputs: tuple[str, ...] | None = None
     gpu: int | None = None
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ def _superserve_config(model: SuperServeModel, shipped: model_config_pb2.ModelCo
     config = model_config_pb2.ModelConfig()
     config.CopyFrom(shipped)
     config.name = model.name
+    config.parameters["workers"].string_value = str(model.workers)
     for key, value in model.parameters.items():
         config.parameters[key].string_value = str(value)
     if model.outputs is not None:

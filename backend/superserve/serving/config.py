@@ -41,6 +41,16 @@ class ServingConfig:
     arrival_spread: float = 1.0
     cancel_check_ms: float = 100.0
     device: str = "auto"
+    workers: int = 1
+    worker_devices: str = ""
+    worker_timeout_factor: float = 20.0
+    worker_timeout_min_ms: float = 1000.0
+
+    def worker_device_list(self, device: str) -> list[str]:
+        """Each worker's device: ``worker_devices`` if set, else ``device`` (the model's, resolved) for all."""
+        if self.worker_devices.strip():
+            return [d.strip() for d in self.worker_devices.split(",")]
+        return [device] * self.workers
 
 
 # parameter -> (lower bound, upper bound or None, what it does): the configuration reference (docs/configuration.md)
@@ -81,6 +91,14 @@ PARAMETERS = {
                                           "client gave up (each question is an IPC round trip)"),
     "device": (None, None, "where the SuperNet runs: auto follows the instance_group (KIND_GPU: cuda:<its GPU>, "
                            "else cpu); or cpu, cuda, cuda:<k>"),
+    "workers": (1, 1024, "1: the SuperNet runs in the model's own process, one round per execute(); more: a router "
+                         "with one EDF queue over that many worker processes, each holding the SuperNet, restarted "
+                         "when lost"),
+    "worker_devices": (None, None, "with workers > 1: a device per worker, comma-separated (cpu, cuda:<k>), e.g. "
+                                   "cuda:0,cuda:1; empty: every worker on device"),
+    "worker_timeout_factor": (1.0, 10_000.0, "a worker that has not answered a batch within this many times its "
+                                             "planned latency is lost (killed and restarted)"),
+    "worker_timeout_min_ms": (1.0, 3_600_000.0, "... but never sooner than this"),
 }
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -120,6 +138,10 @@ def parse_config(parameters: Mapping[str, object], model_name: str = "superserve
         raise ValueError(f"model {model_name!r}: parameter 'device' must be auto, cpu, cuda or cuda:<k>, got "
                          f"{values['device']!r}")
     config = ServingConfig(**values)
+    devices = config.worker_device_list("cpu")
+    if any(not DEVICE.fullmatch(d) or d == "auto" for d in devices) or len(devices) != config.workers:
+        raise ValueError(f"model {model_name!r}: parameter 'worker_devices' must list {config.workers} devices "
+                         f"(cpu, cuda or cuda:<k>, comma-separated), got {config.worker_devices!r}")
     if config.default_slo_ms > config.max_slo_ms:
         raise ValueError(f"model {model_name!r}: default_slo_ms {config.default_slo_ms} exceeds max_slo_ms "
                          f"{config.max_slo_ms}")
@@ -152,7 +174,8 @@ def reference_markdown() -> str:
              "defaults:", "", "```", 'parameters: { key: "policy" value: { string_value: "slackfit" } }', "```", "",
              "| parameter | default | allowed | what it does |", "|---|---|---|---|"]
     for name, (lo, hi, text) in PARAMETERS.items():
-        allowed = ({"policy": "a policy below", "device": "auto, cpu, cuda:<k>"}[name] if lo is None else
+        allowed = ({"policy": "a policy below", "device": "auto, cpu, cuda:<k>",
+                    "worker_devices": "a device per worker"}[name] if lo is None else
                    f"{lo:g} .. {hi:g}" if hi is not None else f">= {lo:g}")
         lines.append(f"| `{name}` | `{getattr(defaults, name)}` | {allowed} | {text} |")
     lines += ["", "## Policies", "", "| `policy` | what it serves |", "|---|---|"]

@@ -46,6 +46,15 @@ class Metrics:
     def round(self, requests: int) -> None:
         """Triton handed over ``requests`` requests in one execute() call."""
 
+    def worker(self, index: int, up: bool, lost: bool = False, restarted: bool = False) -> None:
+        """Worker ``index`` came up (``restarted``: not for the first time) or went down (``lost``)."""
+
+    def worker_busy(self, index: int, seconds: float) -> None:
+        """Worker ``index`` spent ``seconds`` on a batch."""
+
+    def requeued(self, count: int) -> None:
+        """``count`` requests of a lost worker's batch went back into the queue."""
+
 
 @dataclass
 class Binned:
@@ -65,6 +74,11 @@ class MetricsSnapshot:
     histograms: dict = field(default_factory=dict)  # name -> Binned, only those observed
     overhead_per_batch_ms: float = 0.0
     overhead_per_sample_ms: float = 0.0
+    workers_up: dict = field(default_factory=dict)  # worker index -> 1 up, 0 down (its latest state)
+    worker_losses: Counter = field(default_factory=Counter)
+    worker_restarts: Counter = field(default_factory=Counter)
+    worker_busy_s: Counter = field(default_factory=Counter)
+    requeued: int = 0
 
 
 class MetricsBuffer(Metrics):
@@ -75,6 +89,9 @@ class MetricsBuffer(Metrics):
         self._queue_length = 0
         self._overhead_ms = (0.0, 0.0)  # per batch, per sample
         self._observations: deque = deque(maxlen=max_observations)  # oldest dropped if nobody drains
+        self._workers_up: dict[int, int] = {}
+        self._worker_events = (Counter(), Counter(), Counter())  # losses, restarts, busy seconds
+        self._requeued = 0
 
     def outcome(self, outcome, count=1):
         with self._lock:
@@ -100,11 +117,28 @@ class MetricsBuffer(Metrics):
     def round(self, requests):
         self._observations.append(("round_requests", requests))
 
+    def worker(self, index, up, lost=False, restarted=False):
+        with self._lock:
+            self._workers_up[index] = int(up)
+            self._worker_events[0][index] += lost
+            self._worker_events[1][index] += restarted
+
+    def worker_busy(self, index, seconds):
+        with self._lock:
+            self._worker_events[2][index] += seconds
+
+    def requeued(self, count):
+        with self._lock:
+            self._requeued += count
+
     def drain(self) -> MetricsSnapshot:
         """Everything recorded since the last drain (counters and histograms as increments)."""
         with self._lock:
             outcomes, self._outcomes = self._outcomes, Counter()
             samples, self._samples = self._samples, Counter()
+            workers_up = dict(self._workers_up)
+            (losses, restarts, busy), self._worker_events = self._worker_events, (Counter(), Counter(), Counter())
+            requeued, self._requeued = self._requeued, 0
         histograms: dict[str, Binned] = {}
         while True:
             try:
@@ -123,4 +157,5 @@ class MetricsBuffer(Metrics):
             for i, n in enumerate(binned.cumulative):
                 running += n
                 binned.cumulative[i] = running
-        return MetricsSnapshot(outcomes, samples, self._queue_length, histograms, *self._overhead_ms)
+        return MetricsSnapshot(outcomes, samples, self._queue_length, histograms, *self._overhead_ms,
+                               workers_up, losses, restarts, busy, requeued)

@@ -1,11 +1,14 @@
-"""Triton adapter for SuperServe: hand each execute() to the serving core as one round, return its answers.
+"""Triton adapter for SuperServe: hand each execute() to the serving core as one round, or to the router.
 
-Non-decoupled: the core answers every request of the call before execute() returns, in the returned list
-(one message to Triton per round), except an answer that could not wait for the rest of the round, which its
-sender thread sends early through that request's sender (its list entry is then None).
+One worker (``workers: 1``, the default): the core answers every request of the call before execute() returns,
+in the returned list (one message to Triton per round), except an answer that could not wait for the rest of the
+round, which its sender thread sends early through that request's sender (its list entry is then None).
+More workers: execute() queues the requests in the router's EDF queue and returns None at once; worker processes
+compute, and each answer goes out through its request's sender.
 """
 
 import json
+import logging
 import sys
 import threading
 from dataclasses import replace
@@ -17,10 +20,26 @@ import triton_python_backend_utils as pb_utils
 from superserve.serving.config import parse_config, resolve_device
 from superserve.serving.core import SuperServeCore
 from superserve.serving.metrics import HISTOGRAMS, OUTCOMES, MetricsBuffer
+from superserve.serving.router import Router
 from superserve.serving.stub_guard import exit_with_server
+from superserve.serving.workers import LocalWorker
 from superserve.supernet.artefacts import load_served_supernet
 
 GIL_SWITCH_INTERVAL_S = 0.0002
+WORKERS_READY_TIMEOUT_S = 300
+
+
+class _TritonLog(logging.Handler):
+    """The serving library's log records into Triton's log."""
+
+    def emit(self, record):
+        text = f"{record.name}: {record.getMessage()}"
+        if record.levelno >= logging.ERROR:
+            pb_utils.Logger.log_error(text)
+        elif record.levelno >= logging.WARNING:
+            pb_utils.Logger.log_warn(text)
+        else:
+            pb_utils.Logger.log_info(text)
 
 
 class _Transport:
@@ -79,7 +98,7 @@ class _PrometheusExporter:
 
     PERIOD_S = 0.5
 
-    def __init__(self, model_name, subnets, buffer):
+    def __init__(self, model_name, subnets, buffer, workers=1):
         label = {"model": model_name}
         family = pb_utils.MetricFamily
         self._families = {  # kept referenced for the model's lifetime
@@ -105,6 +124,21 @@ class _PrometheusExporter:
             buckets = [series["bucket"].Metric(labels={**label, "le": str(b)}) for b in (*bounds, "+Inf")]
             self._histograms[name] = (buckets, series["sum"].Metric(labels=label),
                                       series["count"].Metric(labels=label))
+        self._workers = []  # per worker: up, busy seconds, losses, restarts
+        if workers > 1:
+            for key, text, kind in (("worker_up", "1 while the worker is in the rotation", family.GAUGE),
+                                    ("worker_busy_seconds_total", "Time the worker spent on batches", family.COUNTER),
+                                    ("worker_losses_total", "Times the worker died or stopped answering",
+                                     family.COUNTER),
+                                    ("worker_restarts_total", "Times the worker was started again", family.COUNTER)):
+                self._families[key] = family(f"superserve_{key}", text, kind)
+            self._families["requeued"] = family("superserve_requeued_total",
+                                                "Requests of a lost worker's batch put back in the queue",
+                                                family.COUNTER)
+            self._requeued = self._families["requeued"].Metric(labels=label)
+            self._workers = [[self._families[key].Metric(labels={**label, "worker": str(i)})
+                              for key in ("worker_up", "worker_busy_seconds_total", "worker_losses_total",
+                                          "worker_restarts_total")] for i in range(workers)]
         self._buffer = buffer
         self._gauges = [None] * len(self._gauge_metrics)
         self._stop = threading.Event()
@@ -129,6 +163,15 @@ class _PrometheusExporter:
             if value != self._gauges[i]:  # an unchanged gauge costs an IPC round trip all the same
                 metric.set(value)
                 self._gauges[i] = value
+        for i, up in snapshot.workers_up.items():
+            self._workers[i][0].set(up)
+        for column, counts in ((1, snapshot.worker_busy_s), (2, snapshot.worker_losses),
+                               (3, snapshot.worker_restarts)):
+            for i, value in counts.items():
+                if value:
+                    self._workers[i][column].increment(value)
+        if snapshot.requeued:
+            self._requeued.increment(snapshot.requeued)
         for name, binned in snapshot.histograms.items():
             buckets, total, count = self._histograms[name]
             for bucket, n in zip(buckets, binned.cumulative):
@@ -159,20 +202,40 @@ class TritonPythonModel:
             folder = Path(args["model_repository"]) / args["model_version"]
             net, profile = load_served_supernet(folder, model_config)
             buffer = MetricsBuffer()
-            outputs = [o["name"] for o in model_config["output"]]
-            self.core = SuperServeCore(net, profile, config, _Transport(outputs), buffer,
-                                       handover_samples=int(model_config["max_batch_size"]))
+            transport = _Transport([o["name"] for o in model_config["output"]])
+            self.core = self.router = None
+            if config.workers > 1:
+                library = logging.getLogger("superserve")
+                library.setLevel(logging.INFO)
+                library.addHandler(_TritonLog())
+                del net  # each worker process holds its own
+                workers = [LocalWorker(i, folder, device, config.num_threads, profile["input_shape"],
+                                       int(profile["max_batch_size"]), int(profile["num_classes"]))
+                           for i, device in enumerate(config.worker_device_list(config.device))]
+                self.router = Router(profile, config, transport, workers, buffer)
+                if not self.router.wait_ready(WORKERS_READY_TIMEOUT_S):
+                    self.router.close()
+                    raise ValueError(f"its workers were not up within {WORKERS_READY_TIMEOUT_S} s (Triton's log "
+                                     "says why)")
+            else:
+                self.core = SuperServeCore(net, profile, config, transport, buffer,
+                                           handover_samples=int(model_config["max_batch_size"]))
         except (ValueError, FileNotFoundError) as exc:
             raise pb_utils.TritonModelException(f"model {name!r} failed to load: {exc}") from exc
-        self.exporter = _PrometheusExporter(name, len(profile["subnets"]), buffer)
-        pb_utils.Logger.log_info(f"{name}: {len(profile['subnets'])} SubNets served on {config.device}, policy "
-                                 f"{config.policy}, {config.num_threads} torch thread(s)")
+        self.exporter = _PrometheusExporter(name, len(profile["subnets"]), buffer, config.workers)
+        where = (f"{config.workers} worker processes on {', '.join(config.worker_device_list(config.device))}"
+                 if self.router else config.device)
+        pb_utils.Logger.log_info(f"{name}: {len(profile['subnets'])} SubNets served on {where}, policy "
+                                 f"{config.policy}, {config.num_threads} torch thread(s) each")
 
     def execute(self, requests):
+        if self.router is not None:
+            self.router.submit(requests)
+            return None
         return self.core.serve(requests)
 
     def finalize(self):
-        self.core.close()
+        (self.router or self.core).close()
         self.exporter.close()
         self.guard.kill()
         self.guard.wait()

@@ -1,0 +1,307 @@
+"""The router: every request in ONE earliest-deadline-first queue from its arrival, and many workers behind it.
+
+``submit`` (called from the Triton model's ``execute()``, which then returns at once) dates each request as it
+arrives, checks it and queues it, so Triton's own queue stays empty and the router sees everything waiting. One
+thread per worker pulls the next batch whenever its worker is free (``Dispatcher.take``: the policy on the global
+queue, with the workers that are up), sends it to the worker, takes and sends the next one before answering the
+last, so a worker never waits for answers to go out nor for another worker's batch. Each answer goes out through
+its request's own sender.
+
+A worker that dies, or gives no answer within ``worker_timeout_factor`` times its batch's planned latency (at
+least ``worker_timeout_min_ms``), leaves the rotation at once: its batch is requeued where deadlines still allow,
+refused UNAVAILABLE otherwise, and its thread starts it again; the policy plans with the workers left meanwhile.
+
+Triton-agnostic like the serving core: a ``Transport`` reads requests and makes and sends responses, and workers
+are objects with ``start``/``submit``/``result``/``stop``, so tests drive it with fakes and a fake clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..scheduler.cost_model import CostModel
+from ..scheduler.dispatcher import Assignment, Dispatcher
+from ..scheduler.policies import make_policy
+from ..scheduler.profile import Profile
+from ..scheduler.queue import EDFQueue, QueuedRequest
+from .config import ServingConfig
+from .core import CANCELLED_MESSAGE, DEADLINE_MESSAGE, Transport
+from .metrics import Metrics
+from .requests import RequestError, SpecCache, check_finite, check_images
+from .workers import BatchFailed, WorkerLost
+
+__all__ = ["Router", "NO_WORKER_MESSAGE", "SHUTDOWN_MESSAGE"]
+
+log = logging.getLogger(__name__)
+
+NO_WORKER_MESSAGE = "no worker is up to serve this request (they are restarting); retry shortly"
+SHUTDOWN_MESSAGE = "the server is shutting down; retry on another replica"
+_RESTART_BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0)  # before the 1st, 2nd, ... start attempt in a row
+
+
+class Router:
+    def __init__(self, profile: Mapping[str, Any], config: ServingConfig, transport: Transport,
+                 workers: Sequence[Any], metrics: Metrics | None = None,
+                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+        self.config = config
+        self.transport = transport
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.workers = list(workers)
+        self.cost = CostModel(Profile.from_dict(profile), config.overhead_per_batch_ms, config.overhead_per_sample_ms,
+                              config.overhead_adapt_rate, config.slowdown_adapt_rate)
+        self.max_batch = self.cost.compute.max_batch
+        self.input_shape = tuple(int(d) for d in profile["input_shape"])
+        self.accuracy = [s.accuracy for s in self.cost.compute.subnets]
+        self._margin_ns = int(config.margin_ms * 1e6)
+        self._cancel_check_ns = int(config.cancel_check_ms * 1e6)
+        self._specs = SpecCache(self.cost.compute, config.default_slo_ms, config.max_slo_ms)
+        self.dispatcher = Dispatcher(self._policy_for, len(self.workers),
+                                     EDFQueue(int(config.rate_window_ms * 1e6),
+                                              burst_memory_ns=int(config.burst_memory_ms * 1e6)))
+        self._cond = threading.Condition()
+        self._closing = False
+        self.metrics.cost_model(self.cost.per_batch_ns, self.cost.per_sample_ns)
+        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"superserve-worker-{i}", daemon=True)
+                         for i in range(len(self.workers))]
+        for thread in self._threads:
+            thread.start()
+
+    def _policy_for(self, workers_up: int):
+        return make_policy(self.config.policy, self.cost.profile, self._margin_ns, self.config.num_buckets,
+                           (1.0 + self.config.latency_safety) * self.cost.planned_slowdown - 1.0,
+                           self.config.max_utilization, workers_up)
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until every worker is up (or ``timeout_s`` passed); True if they all are."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self.dispatcher.workers_up < len(self.workers):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    # Intake ---------------------------------------------------------------------------------------------------
+    def submit(self, handles: Sequence[Any]) -> None:
+        """Queue every request of a Triton hand-over (each is answered later through its own sender); malformed
+        and infeasible ones are answered now."""
+        now = self.clock()
+        transport = self.transport
+        self.metrics.round(len(handles))
+        queued = []
+        for handle in handles:
+            images = transport.images(handle)
+            try:
+                spec = self._specs.get(transport.parameters(handle))
+                check_images(images, self.input_shape, self.max_batch)
+            except RequestError as exc:
+                self._answer_invalid(handle, exc)
+                continue
+            # our own copy: the request's input tensor is only sure to live until execute() returns
+            queued.append(QueuedRequest(now + spec.slo_ns, now, spec.lo, spec.hi, (handle, np.array(images)),
+                                        images.shape[0]))
+        refused = []
+        with self._cond:
+            policy = self.dispatcher.policy
+            for request in queued:
+                if self._closing or not self.dispatcher.workers_up or \
+                        not policy.feasible(request.lo, request.hi, request.deadline_ns - now):
+                    refused.append(request)
+                else:
+                    self.dispatcher.push(request)
+            self.metrics.queue_length(len(self.dispatcher.queue))
+            self._cond.notify_all()
+        for request in refused:
+            message = SHUTDOWN_MESSAGE if self._closing else \
+                DEADLINE_MESSAGE if self.dispatcher.workers_up else NO_WORKER_MESSAGE
+            self._refuse(request, message)
+
+    # One thread per worker ------------------------------------------------------------------------------------
+    def _run(self, i: int) -> None:
+        attempts, started = 0, False  # failed starts in a row; whether it was ever up (then a start is a restart)
+        while not self._closing:
+            time.sleep(_RESTART_BACKOFF_S[min(attempts, len(_RESTART_BACKOFF_S) - 1)])
+            if self._closing:
+                break
+            try:
+                self.workers[i].start()
+            except WorkerLost as exc:
+                attempts += 1
+                log.error("%s failed to start (%s); trying again", self.workers[i].name, exc)
+                continue
+            log.info("%s is up, process id %s", self.workers[i].name, self.workers[i].pid)
+            with self._cond:
+                self.dispatcher.restore(i)
+                self.metrics.worker(i, up=True, restarted=started)
+                self._cond.notify_all()
+            attempts, started = 0, True
+            self._serve(i)
+        self.workers[i].stop()
+
+    def _serve(self, i: int) -> None:
+        """Feed worker ``i`` until it is lost or the router closes."""
+        worker = self.workers[i]
+        current = None  # submitted to the worker, its result not read yet
+        while True:
+            if current is None:
+                current = self._next(i, wait=True)
+                if current is None:
+                    return
+                if not self._submit(i, current):
+                    return
+            assignment, images = current
+            try:
+                logits = worker.result(self._timeout_s(assignment))
+            except WorkerLost as exc:
+                self._lost(i, exc)
+                return
+            except BatchFailed as exc:
+                with self._cond:
+                    self.dispatcher.finish(i)
+                for request in assignment.batch:
+                    self._send(request, self.transport.error("internal", str(exc)), "error")
+                current = None
+                continue
+            done = self.clock()
+            with self._cond:
+                self.dispatcher.finish(i)
+                self.metrics.worker_busy(i, (done - assignment.started_ns) / 1e9)
+                if self.cost.observe(assignment.subnet, assignment.samples, done - assignment.started_ns):
+                    self.dispatcher.replan()
+                    self.metrics.cost_model(self.cost.per_batch_ns, self.cost.per_sample_ns)
+            current = self._next(i, wait=False)  # the worker computes the next batch while this one's answers go
+            if current is not None and not self._submit(i, current):
+                self._answer(assignment, logits)
+                return
+            self._answer(assignment, logits)
+
+    def _next(self, i: int, wait: bool) -> tuple[Assignment, np.ndarray] | None:
+        """The next batch for worker ``i`` and its inputs: waits for work if ``wait``; None when there is none
+        (or the router is closing)."""
+        while True:
+            with self._cond:
+                while True:
+                    if self._closing:
+                        return None
+                    if self.dispatcher.queue:
+                        started = time.perf_counter_ns()
+                        assignment, shed = self.dispatcher.take(i, self.clock())
+                        decided_ns = time.perf_counter_ns() - started
+                        self.metrics.queue_length(len(self.dispatcher.queue))
+                        break
+                    if not wait:
+                        return None
+                    self._cond.wait()
+            for request in shed:
+                self._refuse(request, DEADLINE_MESSAGE)
+            if assignment is None:
+                continue
+            batch = self._live(assignment)
+            if batch:
+                images = batch[0].payload[1] if len(batch) == 1 else np.concatenate([r.payload[1] for r in batch])
+                if len(batch) != len(assignment.batch):
+                    assignment.batch, assignment.samples = batch, len(images)
+                self.metrics.decision(assignment.slack_ns, decided_ns)
+                return assignment, images
+            with self._cond:
+                self.dispatcher.finish(i)
+
+    def _live(self, assignment: Assignment) -> list[QueuedRequest]:
+        """The batch without requests whose client gave up (asked only of those that waited
+        ``cancel_check_ms``: each question is an IPC round trip) or whose input holds NaN or Inf (answered
+        INVALID_ARGUMENT alone)."""
+        asked_before = assignment.started_ns - self._cancel_check_ns
+        live = []
+        for request in assignment.batch:
+            handle, images = request.payload
+            if self._cancel_check_ns and request.arrival_ns <= asked_before and self.transport.is_cancelled(handle):
+                self._send(request, self.transport.error("cancelled", CANCELLED_MESSAGE), "cancelled")
+                continue
+            try:
+                check_finite(images)
+            except RequestError as exc:
+                self._answer_invalid(handle, exc)
+                continue
+            live.append(request)
+        return live
+
+    def _submit(self, i: int, current: tuple[Assignment, np.ndarray]) -> bool:
+        try:
+            self.workers[i].submit(current[0].subnet, current[1])
+        except WorkerLost as exc:
+            self._lost(i, exc)
+            return False
+        return True
+
+    def _timeout_s(self, assignment: Assignment) -> float:
+        planned_ns = self.cost.profile.latency_ns(assignment.subnet, assignment.samples)
+        return max(self.config.worker_timeout_factor * planned_ns / 1e9, self.config.worker_timeout_min_ms / 1e3)
+
+    def _lost(self, i: int, exc: Exception) -> None:
+        """Worker ``i`` is gone: out of the rotation, its batch requeued or refused; ``_run`` starts it again."""
+        worker = self.workers[i]
+        log.error("%s lost, process id %s: %s; its batch is requeued where deadlines allow", worker.name,
+                  worker.pid, exc)
+        worker.stop()
+        with self._cond:
+            requeued, refused = self.dispatcher.lose(i, self.clock())
+            self.metrics.worker(i, up=False, lost=True)
+            self.metrics.requeued(len(requeued))
+            self._cond.notify_all()
+        message = NO_WORKER_MESSAGE if not self.dispatcher.workers_up else DEADLINE_MESSAGE
+        for request in refused:
+            self._refuse(request, message)
+
+    # Answers --------------------------------------------------------------------------------------------------
+    def _answer(self, assignment: Assignment, logits: np.ndarray) -> None:
+        subnet = assignment.subnet
+        accuracy = self.accuracy[subnet]
+        self.metrics.batch(subnet, assignment.samples, accuracy)
+        result, offset = self.transport.result, 0
+        for request in assignment.batch:
+            handle = request.payload[0]
+            response = result(handle, logits[offset:offset + request.size], subnet, accuracy)
+            offset += request.size
+            self._send(request, response, None)
+
+    def _send(self, request: QueuedRequest, response: Any, outcome: str | None) -> None:
+        """Send one answer; ``outcome`` None: judged on time or late now."""
+        try:
+            self.transport.send(request.payload[0], response)
+        except Exception:  # the client is gone or Triton refused it: nothing more can reach this request
+            log.exception("sending an answer failed")
+            outcome = "error"
+        self.metrics.outcome(outcome or ("on_time" if self.clock() <= request.deadline_ns else "late"))
+
+    def _refuse(self, request: QueuedRequest, message: str) -> None:
+        self._send(request, self.transport.error("unavailable", message), "shed")
+
+    def _answer_invalid(self, handle: Any, exc: RequestError) -> None:
+        self.metrics.outcome("error")
+        try:
+            self.transport.send(handle, self.transport.error("invalid", str(exc)))
+        except Exception:
+            log.exception("sending an answer failed")
+
+    # Shutdown -------------------------------------------------------------------------------------------------
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Finish the batches running, refuse what is still queued, stop the workers."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            left = self.dispatcher.queue.remove_if(lambda r: True)
+        for request in left:
+            self._refuse(request, SHUTDOWN_MESSAGE)
+        for worker in self.workers:
+            worker.stop()
