@@ -18,7 +18,7 @@ VIT_LR ?= 2.5e-3
 # the served model that perf, bench and bench-peer target: superserve (ResNet) or superserve_vit (transformer)
 MODEL_NAME ?= superserve
 
-.PHONY: help setup model ofa-model serve test unit bench-micro bench-peer gpu-check perf bench bench-pool soak overload clean distclean
+.PHONY: help setup model ofa-model serve worker-host test unit bench-micro bench-peer gpu-check perf bench bench-pool soak overload clean distclean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,13 @@ ofa-model: setup  ## serve your OFA ResNet-50: CHECKPOINT=file IMAGES=class fold
 
 serve: setup model  ## start tritonserver on 127.0.0.1 (HTTP_PORT, GRPC_PORT, METRICS_PORT)
 	$(PY) -m superserve.serve serve --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+WORKER_HTTP_PORT ?= 8100
+WORKER_GRPC_PORT ?= 8101
+WORKER_METRICS_PORT ?= 8102
+worker-host: setup model  ## serve a remote worker for a router elsewhere (WORKER_GRPC_PORT 8101; BIND_ADDRESS)
+	$(PY) -m superserve.serve serve --model-repository worker_repository --http-port $(WORKER_HTTP_PORT) \
+		--grpc-port $(WORKER_GRPC_PORT) --metrics-port $(WORKER_METRICS_PORT)
 
 unit: setup  ## fast unit tests only (no model, no server)
 	$(PY) -m pytest -q -m "not integration"

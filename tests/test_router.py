@@ -126,6 +126,7 @@ class _Worker:
 
     def __init__(self, index, log):
         self.index, self.name, self.pid, self.log = index, f"fake worker {index}", 1000 + index, log
+        self.where = f"process id {self.pid}"
         self.starts, self.outcomes = 0, queue.Queue()
 
     def start(self):

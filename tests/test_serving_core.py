@@ -64,11 +64,28 @@ def test_the_configuration_reference_is_made_from_the_config_and_the_policy_regi
     ({"latency_safety": "-1"}, "must be within"),
     ({"policy": "fifo"}, "unknown policy"),
     ({"default_slo_ms": "100", "max_slo_ms": "50"}, "exceeds max_slo_ms"),
+    ({"workers": "0"}, "workers 0 needs remote_workers"),
+    ({"workers": "2", "worker_devices": "cpu"}, "must list 2 devices"),
+    ({"workers": "2", "worker_devices": "cpu,tpu"}, "must list 2 devices"),
+    ({"remote_workers": "10.0.0.7"}, "must be host:port"),
+    ({"remote_workers": "10.0.0.7:8001,:9"}, "must be host:port"),
 ])
 def test_config_errors_name_the_model_and_the_parameter(params, message):
     with pytest.raises(ValueError, match=message) as info:
         parse_config(params, "mymodel")
     assert "mymodel" in str(info.value)
+
+
+def test_workers_local_and_remote():
+    assert not ServingConfig().routed  # one worker: the model's own process
+    config = parse_config({"workers": "1", "remote_workers": " 10.0.0.7:8001, host-b:9001/w "})
+    assert config.routed and config.remote_list() == ["10.0.0.7:8001", "host-b:9001/w"]
+    assert parse_config({"workers": "2", "worker_devices": "cuda:0, cuda:1"}).worker_device_list("cpu") == \
+        ["cuda:0", "cuda:1"]
+    assert parse_config({"workers": "3"}).worker_device_list("cpu") == ["cpu"] * 3
+    from superserve.serving.remote import parse_remote
+    assert parse_remote("host-b:9001/w") == ("host-b:9001", "w")
+    assert parse_remote("10.0.0.7:8001") == ("10.0.0.7:8001", "superserve_worker")
 
 
 # Request parameters and inputs --------------------------------------------------------------------

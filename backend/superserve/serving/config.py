@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..scheduler.policies import DEFAULT_BUCKETS, DEFAULT_POLICY, check_policy_name
+from .remote import parse_remote
 
 __all__ = ["ServingConfig", "PARAMETERS", "parse_config", "resolve_device", "read_model_config", "config_from_pbtxt"]
 
@@ -43,8 +44,18 @@ class ServingConfig:
     device: str = "auto"
     workers: int = 1
     worker_devices: str = ""
+    remote_workers: str = ""
     worker_timeout_factor: float = 20.0
     worker_timeout_min_ms: float = 1000.0
+
+    @property
+    def routed(self) -> bool:
+        """Served by the router over worker processes (else in the model's own process, one round per call)."""
+        return self.workers > 1 or bool(self.remote_list())
+
+    def remote_list(self) -> list[str]:
+        """The remote workers' addresses, ``host:port`` or ``host:port/model``."""
+        return [a.strip() for a in self.remote_workers.split(",") if a.strip()]
 
     def worker_device_list(self, device: str) -> list[str]:
         """Each worker's device: ``worker_devices`` if set, else ``device`` (the model's, resolved) for all."""
@@ -91,11 +102,14 @@ PARAMETERS = {
                                           "client gave up (each question is an IPC round trip)"),
     "device": (None, None, "where the SuperNet runs: auto follows the instance_group (KIND_GPU: cuda:<its GPU>, "
                            "else cpu); or cpu, cuda, cuda:<k>"),
-    "workers": (1, 1024, "1: the SuperNet runs in the model's own process, one round per execute(); more: a router "
-                         "with one EDF queue over that many worker processes, each holding the SuperNet, restarted "
-                         "when lost"),
+    "workers": (0, 1024, "local worker processes. 1 (and no remote workers): the SuperNet runs in the model's own "
+                         "process, one round per execute(); more: a router with one EDF queue over that many worker "
+                         "processes, each holding the SuperNet, restarted when lost"),
     "worker_devices": (None, None, "with workers > 1: a device per worker, comma-separated (cpu, cuda:<k>), e.g. "
                                    "cuda:0,cuda:1; empty: every worker on device"),
+    "remote_workers": (None, None, "more workers behind the router: other tritonservers serving the "
+                                   "superserve_worker model (make worker-host), comma-separated host:port (gRPC) or "
+                                   "host:port/model"),
     "worker_timeout_factor": (1.0, 10_000.0, "a worker that has not answered a batch within this many times its "
                                              "planned latency is lost (killed and restarted)"),
     "worker_timeout_min_ms": (1.0, 3_600_000.0, "... but never sooner than this"),
@@ -138,6 +152,13 @@ def parse_config(parameters: Mapping[str, object], model_name: str = "superserve
         raise ValueError(f"model {model_name!r}: parameter 'device' must be auto, cpu, cuda or cuda:<k>, got "
                          f"{values['device']!r}")
     config = ServingConfig(**values)
+    if config.workers + len(config.remote_list()) < 1:
+        raise ValueError(f"model {model_name!r}: workers 0 needs remote_workers (a router needs a worker)")
+    for address in config.remote_list():
+        try:
+            parse_remote(address)
+        except ValueError as exc:
+            raise ValueError(f"model {model_name!r}: parameter 'remote_workers': {exc}") from None
     devices = config.worker_device_list("cpu")
     if any(not DEVICE.fullmatch(d) or d == "auto" for d in devices) or len(devices) != config.workers:
         raise ValueError(f"model {model_name!r}: parameter 'worker_devices' must list {config.workers} devices "
@@ -175,7 +196,8 @@ def reference_markdown() -> str:
              "| parameter | default | allowed | what it does |", "|---|---|---|---|"]
     for name, (lo, hi, text) in PARAMETERS.items():
         allowed = ({"policy": "a policy below", "device": "auto, cpu, cuda:<k>",
-                    "worker_devices": "a device per worker"}[name] if lo is None else
+                    "worker_devices": "a device per worker", "remote_workers": "gRPC addresses"}[name]
+                   if lo is None else
                    f"{lo:g} .. {hi:g}" if hi is not None else f">= {lo:g}")
         lines.append(f"| `{name}` | `{getattr(defaults, name)}` | {allowed} | {text} |")
     lines += ["", "## Policies", "", "| `policy` | what it serves |", "|---|---|"]

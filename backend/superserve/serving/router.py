@@ -134,9 +134,10 @@ class Router:
                 self.workers[i].start()
             except WorkerLost as exc:
                 attempts += 1
-                log.error("%s failed to start (%s); trying again", self.workers[i].name, exc)
+                if attempts == 1 or attempts % 10 == 0:  # a remote host that is down says so once in a while
+                    log.error("%s failed to start (%s); trying again", self.workers[i].name, exc)
                 continue
-            log.info("%s is up, process id %s", self.workers[i].name, self.workers[i].pid)
+            log.info("%s is up, %s", self.workers[i].name, self.workers[i].where)
             with self._cond:
                 self.dispatcher.restore(i)
                 self.metrics.worker(i, up=True, restarted=started)
@@ -247,8 +248,7 @@ class Router:
     def _lost(self, i: int, exc: Exception) -> None:
         """Worker ``i`` is gone: out of the rotation, its batch requeued or refused; ``_run`` starts it again."""
         worker = self.workers[i]
-        log.error("%s lost, process id %s: %s; its batch is requeued where deadlines allow", worker.name,
-                  worker.pid, exc)
+        log.error("%s lost, %s: %s; its batch is requeued where deadlines allow", worker.name, worker.where, exc)
         worker.stop()
         with self._cond:
             requeued, refused = self.dispatcher.lose(i, self.clock())

@@ -81,6 +81,10 @@ class LocalWorker:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def where(self) -> str:
+        return f"process id {self.pid}"
+
     def start(self) -> None:
         """Start the process and wait until it has loaded and warmed up the SuperNet; WorkerLost if it does not."""
         self.stop()

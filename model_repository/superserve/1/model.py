@@ -20,6 +20,7 @@ import triton_python_backend_utils as pb_utils
 from superserve.serving.config import parse_config, resolve_device
 from superserve.serving.core import SuperServeCore
 from superserve.serving.metrics import HISTOGRAMS, OUTCOMES, MetricsBuffer
+from superserve.serving.remote import RemoteWorker
 from superserve.serving.router import Router
 from superserve.serving.stub_guard import exit_with_server
 from superserve.serving.workers import LocalWorker
@@ -98,7 +99,7 @@ class _PrometheusExporter:
 
     PERIOD_S = 0.5
 
-    def __init__(self, model_name, subnets, buffer, workers=1):
+    def __init__(self, model_name, subnets, buffer, workers=0):
         label = {"model": model_name}
         family = pb_utils.MetricFamily
         self._families = {  # kept referenced for the model's lifetime
@@ -125,7 +126,7 @@ class _PrometheusExporter:
             self._histograms[name] = (buckets, series["sum"].Metric(labels=label),
                                       series["count"].Metric(labels=label))
         self._workers = []  # per worker: up, busy seconds, losses, restarts
-        if workers > 1:
+        if workers:  # a router's workers
             for key, text, kind in (("worker_up", "1 while the worker is in the rotation", family.GAUGE),
                                     ("worker_busy_seconds_total", "Time the worker spent on batches", family.COUNTER),
                                     ("worker_losses_total", "Times the worker died or stopped answering",
@@ -204,7 +205,7 @@ class TritonPythonModel:
             buffer = MetricsBuffer()
             transport = _Transport([o["name"] for o in model_config["output"]])
             self.core = self.router = None
-            if config.workers > 1:
+            if config.routed:
                 library = logging.getLogger("superserve")
                 library.setLevel(logging.INFO)
                 library.addHandler(_TritonLog())
@@ -212,6 +213,7 @@ class TritonPythonModel:
                 workers = [LocalWorker(i, folder, device, config.num_threads, profile["input_shape"],
                                        int(profile["max_batch_size"]), int(profile["num_classes"]))
                            for i, device in enumerate(config.worker_device_list(config.device))]
+                workers += [RemoteWorker(len(workers) + i, address) for i, address in enumerate(config.remote_list())]
                 self.router = Router(profile, config, transport, workers, buffer)
                 if not self.router.wait_ready(WORKERS_READY_TIMEOUT_S):
                     self.router.close()
@@ -222,9 +224,9 @@ class TritonPythonModel:
                                            handover_samples=int(model_config["max_batch_size"]))
         except (ValueError, FileNotFoundError) as exc:
             raise pb_utils.TritonModelException(f"model {name!r} failed to load: {exc}") from exc
-        self.exporter = _PrometheusExporter(name, len(profile["subnets"]), buffer, config.workers)
-        where = (f"{config.workers} worker processes on {', '.join(config.worker_device_list(config.device))}"
-                 if self.router else config.device)
+        self.exporter = _PrometheusExporter(name, len(profile["subnets"]), buffer,
+                                            len(self.router.workers) if self.router else 0)
+        where = ("workers " + ", ".join(w.name for w in self.router.workers) if self.router else config.device)
         pb_utils.Logger.log_info(f"{name}: {len(profile['subnets'])} SubNets served on {where}, policy "
                                  f"{config.policy}, {config.num_threads} torch thread(s) each")
 
