@@ -18,7 +18,7 @@ VIT_LR ?= 2.5e-3
 # the served model that perf, bench and bench-peer target: superserve (ResNet) or superserve_vit (transformer)
 MODEL_NAME ?= superserve
 
-.PHONY: help setup model ofa-model serve worker-host test unit bench-micro bench-peer gpu-check perf bench bench-pool soak overload clean distclean
+.PHONY: help setup model ofa-model serve worker-host test unit bench-micro bench-peer bench-scale bench-faults plan gpu-check perf bench bench-pool soak overload clean distclean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -96,6 +96,18 @@ bench: setup model  ## headline benchmark: SlackFit(-LA) vs plain Triton, ~28 mi
 RUNS ?= $(patsubst %/results.json,%,$(wildcard results/bench*/results.json))
 bench-pool: setup  ## pool several benchmark runs (RUNS: their folders, default every results/bench*): pooled table + plot
 	$(PY) -m superserve_bench.bench_pool $(RUNS) --out results/bench_pooled.md --plot results/bench_pooled.png
+
+bench-scale: setup model  ## 1 vs 2 workers, 2 torch threads, local + remote: throughput and CPU per role (ROUNDS)
+	$(PY) -m superserve_bench.bench_scale --rounds $(ROUNDS) --out results/bench_scale
+
+bench-faults: setup model  ## workers SIGKILLed under a bursty load (live), and the paper's Fig. 11a/11b SIMULATED
+	$(PY) -m superserve_bench.bench_faults --out results/bench_faults
+
+PLAN_RATE ?= 1000
+PLAN_CV2 ?= 1
+plan: setup model  ## SIMULATED capacity plan: workers needed for 0.999 attainment (PLAN_RATE, PLAN_CV2, SLO_MS, TRACE)
+	$(PY) -m superserve_bench.plan $(if $(TRACE),--trace $(TRACE),--rate $(PLAN_RATE) --cv2 $(PLAN_CV2)) \
+		$(if $(filter command line,$(origin SLO_MS)),--slo-ms $(SLO_MS),) --model $(MODEL_NAME)
 
 MINUTES ?= 10
 soak: setup model  ## soak benchmark: MINUTES (10) at 70% of capacity on a bursty trace, memory and losses

@@ -74,6 +74,17 @@ def test_a_lost_workers_batch_is_requeued_where_deadlines_allow_and_refused_othe
     assert d.workers_up == 1 and d.idle(0)
 
 
+def test_a_request_no_worker_can_serve_in_time_behind_the_queue_is_refused_on_arrival():
+    d = _dispatcher(2)
+    for _ in range(64):
+        d.push(QueuedRequest(10 * MS, 0, 0, 1))
+    # 64 ahead: 32 full batches of the fastest SubNet (1.5 ms) over 2 workers = 24 ms, then 1 ms alone
+    assert not d.admits(0, 1, 20 * MS, 0) and d.admits(0, 1, 25 * MS, 0)
+    assert d.admits(0, 1, 5 * MS, 0)  # due before all of them: it goes first
+    d.lose(1, 0)  # one worker: 48 ms behind the queue
+    assert not d.admits(0, 1, 25 * MS, 0) and d.admits(0, 1, 49 * MS, 0)
+
+
 def test_slackfit_la_plans_the_backlog_over_the_workers_that_are_up():
     # 8 requests due at 10 ms: after this batch, 6 more need 3 batches of the fastest SubNet (4.5 ms on one
     # worker, 1.5 ms more than this batch on two), so the accurate SubNet's 6 ms batch fits only with two workers
@@ -181,7 +192,7 @@ def test_two_workers_start_batches_in_global_deadline_order_and_a_free_one_never
     try:
         # six requests in one hand-over; SLOs so that deadline order differs from arrival order
         slos = {"a": 60, "b": 10, "c": 50, "d": 20, "e": 40, "f": 30}
-        router.submit([_Request(name, slo) for name, slo in slos.items()])
+        assert router.serve([_Request(name, slo) for name, slo in slos.items()]) == [None] * 6  # all queued
         first = [log.get(timeout=10), log.get(timeout=10)]  # both workers took a batch of 2 at once
         assert sorted(w for w, _, _ in first) == [0, 1]
         # one has the two earliest deadlines (b, d), the other the next two (f, e), each in deadline order
@@ -205,7 +216,7 @@ def test_two_workers_start_batches_in_global_deadline_order_and_a_free_one_never
 def test_a_lost_worker_is_replaced_its_batch_requeued_and_served_by_the_other_and_it_comes_back():
     router, fakes, log, transport, clock, metrics = _router()
     try:
-        router.submit([_Request("x", 100), _Request("y", 100)])  # one batch of two
+        router.serve([_Request("x", 100), _Request("y", 100)])  # one batch of two
         taker, _, _ = log.get(timeout=10)
         other = 1 - taker
         fakes[taker].die()
@@ -229,7 +240,7 @@ def test_with_every_worker_down_requests_are_refused_at_once_not_queued():
     try:
         for fake in fakes:  # from now on every start fails: the workers stay down
             fake.start = lambda: (_ for _ in ()).throw(WorkerLost("cannot start"))
-        router.submit([_Request("p", 100), _Request("q", 100)])
+        router.serve([_Request("p", 100), _Request("q", 100)])
         w1, _, _ = log.get(timeout=10)
         fakes[w1].die()
         w2, _, _ = log.get(timeout=10)
@@ -237,16 +248,14 @@ def test_with_every_worker_down_requests_are_refused_at_once_not_queued():
         fakes[w2].die()
         _wait_for(lambda: len(transport.sent) == 2)
         assert {response for _, response in transport.sent} == {("error", "unavailable", NO_WORKER_MESSAGE)}
-        router.submit([_Request("r", 100)])
-        _wait_for(lambda: len(transport.sent) == 3)
-        assert transport.sent[-1] == ("r", ("error", "unavailable", NO_WORKER_MESSAGE))
+        assert router.serve([_Request("r", 100)]) == [("error", "unavailable", NO_WORKER_MESSAGE)]  # at once
     finally:
         router.close(5)
 
 
 def test_close_finishes_running_batches_and_refuses_what_is_queued():
     router, fakes, log, transport, clock, _ = _router(workers=1)
-    router.submit([_Request(name, 100) for name in "abc"])  # a batch of 2 runs, 1 waits
+    router.serve([_Request(name, 100) for name in "abc"])  # a batch of 2 runs, 1 waits
     log.get(timeout=10)
     closer = threading.Thread(target=router.close, args=(10,))
     closer.start()

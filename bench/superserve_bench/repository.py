@@ -51,12 +51,15 @@ class SuperServeModel:
 class NativeModel:
     """One SubNet behind Triton's dynamic batcher (``native_model.py``): what a Triton user would deploy.
 
-    ``max_queue_delay_us`` and ``preferred_batch_size`` are the knobs Triton's docs tell a user to tune."""
+    ``max_queue_delay_us`` and ``preferred_batch_size`` are the knobs Triton's docs tell a user to tune; the queue
+    policy (``max_queue_size``, ``queue_timeout_us`` with REJECT) is what Triton offers against overload."""
 
     name: str
     subnet: int
     max_queue_delay_us: int = 0
     preferred_batch_size: tuple[int, ...] = ()
+    max_queue_size: int = 0  # Triton's queue policy: refuse beyond this many queued (0: unbounded)
+    queue_timeout_us: int = 0  # ... and reject a request queued longer than this (0: never)
 
 
 def _superserve_config(model: SuperServeModel, shipped: model_config_pb2.ModelConfig) -> model_config_pb2.ModelConfig:
@@ -82,6 +85,11 @@ def _native_config(model: NativeModel, profile: dict, shipped: model_config_pb2.
     config.output.extend(o for o in shipped.output if o.name == "LOGITS")
     config.dynamic_batching.max_queue_delay_microseconds = model.max_queue_delay_us
     config.dynamic_batching.preferred_batch_size.extend(model.preferred_batch_size)
+    if model.max_queue_size or model.queue_timeout_us:
+        policy = config.dynamic_batching.default_queue_policy
+        policy.max_queue_size = model.max_queue_size
+        policy.default_timeout_microseconds = model.queue_timeout_us
+        policy.timeout_action = model_config_pb2.ModelQueuePolicy.REJECT
     config.instance_group.add(count=1, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
     config.parameters["subnet"].string_value = str(model.subnet)
     config.parameters["num_threads"].string_value = str(profile.get("threads", 1))

@@ -27,9 +27,11 @@ __all__ = ["main"]
 
 
 def _rss_kb(root_pid: int) -> int:
-    """Resident memory of the server process and its children (the Python backend stub)."""
-    pids = [str(root_pid)] + subprocess.run(["pgrep", "-P", str(root_pid)], capture_output=True,
-                                            text=True).stdout.split()
+    """Resident memory of the server process and its descendants (Python backend stubs, their worker processes)."""
+    pids, parents = [str(root_pid)], [str(root_pid)]
+    while parents:
+        parents = subprocess.run(["pgrep", "-P", ",".join(parents)], capture_output=True, text=True).stdout.split()
+        pids += parents
     total = 0
     for pid in pids:
         try:

@@ -46,6 +46,7 @@ class Dispatcher:
         self.up = [False] * workers
         self.running: list[Assignment | None] = [None] * workers
         self.policy = make_policy(1)
+        self._full_batch_ns: int | None = None
 
     @property
     def workers_up(self) -> int:
@@ -54,9 +55,26 @@ class Dispatcher:
     def replan(self) -> None:
         """A new policy over the current costs and the workers that are up."""
         self.policy = self._make_policy(max(1, self.workers_up))
+        self._full_batch_ns = None  # the fastest full batch, as the new policy plans it
 
     def push(self, request: QueuedRequest) -> None:
         self.queue.push(request)
+
+    def admits(self, lo: int, hi: int, deadline_ns: int, now_ns: int) -> bool:
+        """Can a request (SubNets ``lo..hi``, due ``deadline_ns``) arriving now still be served in time, behind the
+        requests queued ahead of it? Those go first, in full batches of the fastest SubNet spread over the workers
+        that are up, then it alone on the fastest SubNet it allows: an optimistic bound, so that nothing is
+        refused that could be served, while an overload is refused on arrival instead of queued to expire."""
+        if not self.workers_up or not self.policy.feasible(lo, hi, deadline_ns - now_ns):
+            return False
+        ahead = self.queue.position_of(deadline_ns + 1)
+        if not ahead:
+            return True
+        profile = self.policy.profile
+        if self._full_batch_ns is None:
+            self._full_batch_ns = min(profile.latency_ns(s, profile.max_batch) for s in range(profile.size))
+        wait_ns = ahead // profile.max_batch * self._full_batch_ns // self.workers_up
+        return self.policy.feasible(lo, hi, deadline_ns - now_ns - wait_ns)
 
     def idle(self, worker: int) -> bool:
         """Up and running nothing: it takes the next batch as soon as one is queued."""

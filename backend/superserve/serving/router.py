@@ -1,7 +1,9 @@
 """The router: every request in ONE earliest-deadline-first queue from its arrival, and many workers behind it.
 
-``submit`` (called from the Triton model's ``execute()``, which then returns at once) dates each request as it
-arrives, checks it and queues it, so Triton's own queue stays empty and the router sees everything waiting. One
+``serve`` (called from the Triton model's ``execute()``, which then returns at once) dates each request as it
+arrives, checks it and queues it, so Triton's own queue stays empty and the router sees everything waiting; a
+request that no worker can serve in time behind what is queued (``Dispatcher.admits``) is refused on arrival, in
+the list ``execute()`` returns (one message to Triton for all of a hand-over's refusals). One
 thread per worker pulls the next batch whenever its worker is free (``Dispatcher.take``: the policy on the global
 queue, with the workers that are up), sends it to the worker, takes and sends the next one before answering the
 last, so a worker never waits for answers to go out nor for another worker's batch. Each answer goes out through
@@ -89,39 +91,44 @@ class Router:
         return True
 
     # Intake ---------------------------------------------------------------------------------------------------
-    def submit(self, handles: Sequence[Any]) -> None:
-        """Queue every request of a Triton hand-over (each is answered later through its own sender); malformed
-        and infeasible ones are answered now."""
+    def serve(self, handles: Sequence[Any]) -> list[Any]:
+        """Queue every request of a Triton hand-over. Returns one entry per request, as ``execute()`` returns
+        them: the answer of a request refused now (malformed, or no worker can serve it in time behind what is
+        queued), None for one queued (answered later through its own sender)."""
         now = self.clock()
         transport = self.transport
         self.metrics.round(len(handles))
+        responses: list[Any] = [None] * len(handles)
         queued = []
-        for handle in handles:
+        for slot, handle in enumerate(handles):
             images = transport.images(handle)
             try:
                 spec = self._specs.get(transport.parameters(handle))
                 check_images(images, self.input_shape, self.max_batch)
             except RequestError as exc:
-                self._answer_invalid(handle, exc)
+                self.metrics.outcome("error")
+                responses[slot] = transport.error("invalid", str(exc))
                 continue
             # our own copy: the request's input tensor is only sure to live until execute() returns
-            queued.append(QueuedRequest(now + spec.slo_ns, now, spec.lo, spec.hi, (handle, np.array(images)),
-                                        images.shape[0]))
+            queued.append((slot, QueuedRequest(now + spec.slo_ns, now, spec.lo, spec.hi,
+                                               (handle, np.array(images)), images.shape[0])))
         refused = []
         with self._cond:
-            policy = self.dispatcher.policy
-            for request in queued:
-                if self._closing or not self.dispatcher.workers_up or \
-                        not policy.feasible(request.lo, request.hi, request.deadline_ns - now):
-                    refused.append(request)
+            dispatcher = self.dispatcher
+            for slot, request in queued:
+                if not self._closing and dispatcher.admits(request.lo, request.hi, request.deadline_ns, now):
+                    dispatcher.push(request)
                 else:
-                    self.dispatcher.push(request)
-            self.metrics.queue_length(len(self.dispatcher.queue))
+                    refused.append(slot)
+            self.metrics.queue_length(len(dispatcher.queue))
             self._cond.notify_all()
-        for request in refused:
             message = SHUTDOWN_MESSAGE if self._closing else \
-                DEADLINE_MESSAGE if self.dispatcher.workers_up else NO_WORKER_MESSAGE
-            self._refuse(request, message)
+                DEADLINE_MESSAGE if dispatcher.workers_up else NO_WORKER_MESSAGE
+        if refused:
+            self.metrics.outcome("shed", len(refused))
+            for slot in refused:
+                responses[slot] = transport.error("unavailable", message)
+        return responses
 
     # One thread per worker ------------------------------------------------------------------------------------
     def _run(self, i: int) -> None:
@@ -143,10 +150,10 @@ class Router:
                 self.metrics.worker(i, up=True, restarted=started)
                 self._cond.notify_all()
             attempts, started = 0, True
-            self._serve(i)
+            self._feed(i)
         self.workers[i].stop()
 
-    def _serve(self, i: int) -> None:
+    def _feed(self, i: int) -> None:
         """Feed worker ``i`` until it is lost or the router closes."""
         worker = self.workers[i]
         current = None  # submitted to the worker, its result not read yet

@@ -3,8 +3,9 @@
 One worker (``workers: 1``, the default): the core answers every request of the call before execute() returns,
 in the returned list (one message to Triton per round), except an answer that could not wait for the rest of the
 round, which its sender thread sends early through that request's sender (its list entry is then None).
-More workers: execute() queues the requests in the router's EDF queue and returns None at once; worker processes
-compute, and each answer goes out through its request's sender.
+More workers: execute() queues the requests in the router's EDF queue and returns at once, with the answers of
+the requests refused on arrival (None for the others); worker processes compute, and each computed answer goes
+out through its request's sender.
 """
 
 import json
@@ -231,10 +232,7 @@ class TritonPythonModel:
                                  f"{config.policy}, {config.num_threads} torch thread(s) each")
 
     def execute(self, requests):
-        if self.router is not None:
-            self.router.submit(requests)
-            return None
-        return self.core.serve(requests)
+        return (self.router or self.core).serve(requests)
 
     def finalize(self):
         (self.router or self.core).close()
