@@ -139,9 +139,13 @@ class _Worker:
         self.index, self.name, self.pid, self.log = index, f"fake worker {index}", 1000 + index, log
         self.where = f"process id {self.pid}"
         self.starts, self.outcomes = 0, queue.Queue()
+        self.restarts_allowed = threading.Event()  # a test clears it to hold a restart until it has looked
+        self.restarts_allowed.set()
 
     def start(self):
         self.starts += 1
+        if self.starts > 1:
+            assert self.restarts_allowed.wait(30)
 
     def submit(self, subnet, images):
         self.log.put((self.index, subnet, "".join(chr(int(v)) for v in images[:, 0])))
@@ -219,8 +223,10 @@ def test_a_lost_worker_is_replaced_its_batch_requeued_and_served_by_the_other_an
         router.serve([_Request("x", 100), _Request("y", 100)])  # one batch of two
         taker, _, _ = log.get(timeout=10)
         other = 1 - taker
+        fakes[taker].restarts_allowed.clear()
         fakes[taker].die()
         assert log.get(timeout=10) == (other, 0, "xy")  # requeued at once, on the worker still up
+        fakes[taker].restarts_allowed.set()
         fakes[other].finish(2)
         _wait_for(lambda: len(transport.sent) == 2)
         assert sorted(name for name, _ in transport.sent) == ["x", "y"]
@@ -265,3 +271,32 @@ def test_close_finishes_running_batches_and_refuses_what_is_queued():
     answers = dict(transport.sent)
     assert len(transport.sent) == 3 and answers["c"][:2] == ("error", "unavailable")
     assert answers["a"] == answers["b"] == ("result", 0)
+
+
+def test_an_answer_that_cannot_be_made_fails_alone_and_a_worker_that_raises_is_replaced():
+    router, fakes, log, transport, clock, metrics = _router(workers=1)
+    try:
+        made = transport.result
+        transport.result = lambda request, *rest: (_ for _ in ()).throw(RuntimeError("no memory")) \
+            if request.name == "x" else made(request, *rest)
+        router.serve([_Request("x", 100), _Request("y", 100)])
+        log.get(timeout=10)
+        fakes[0].finish(2)
+        _wait_for(lambda: len(transport.sent) == 2)
+        answers = dict(transport.sent)
+        assert answers["y"] == ("result", 0) and answers["x"][:2] == ("error", "internal")
+        # a client library's own error on submit: the worker is lost (its batch refused: no other worker is up)
+        # and restarted
+        fakes[0].submit = lambda subnet, images: (_ for _ in ()).throw(OSError("broken pipe"))
+        router.serve([_Request("z", 100)])
+        _wait_for(lambda: len(transport.sent) == 3)
+        assert transport.sent[-1] == ("z", ("error", "unavailable", NO_WORKER_MESSAGE))
+        del fakes[0].submit  # the restarted worker works
+        _wait_for(lambda: fakes[0].starts == 2 and router.dispatcher.workers_up == 1)
+        router.serve([_Request("w", 100)])
+        assert log.get(timeout=10) == (0, 0, "w")
+        fakes[0].finish(1)
+        _wait_for(lambda: len(transport.sent) == 4)
+        assert transport.sent[-1] == ("w", ("result", 0))
+    finally:
+        router.close(5)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from superserve.scheduler import Profile, make_policy
-from superserve.simulator import simulate
+from superserve.simulator import simulate, simulate_router
 
 PROFILE = Profile.from_dict({"max_batch_size": 4, "subnets": [
     {"accuracy": 0.90, "latency_ms": {"1": 1.0, "2": 1.2, "3": 1.4, "4": 1.6}},
@@ -77,3 +77,34 @@ def test_a_lead_in_leaves_the_run_a_warm_arrival_rate_as_the_live_benchmark_does
     assert simulate(quiet_end, policy(), slo_ms=100, lead_in_s=0.5)[0].subnet == 1
     assert simulate(quiet_end, policy(), slo_ms=100, lead_in_s=0.5, duration_s=1.0)[0].subnet == 0
     assert all(r.outcome == "on_time" for r in cold + warm)
+
+
+# The router over many workers (simulate_router: the live router's Dispatcher, driven by events) ----------------
+def _router_policy(policy="slackfit-la"):
+    return lambda workers: make_policy(policy, PROFILE, max_utilization=0.85, workers=workers)
+
+
+def test_the_simulated_router_requeues_a_killed_workers_batch_and_serves_it_after_the_restart():
+    arrivals = np.arange(0, 2, 1 / 100)  # 100 req/s: one worker serves it on the accurate SubNet
+    records = simulate_router(arrivals, _router_policy(), slo_ms=40, workers=2, kills=[(0.5, 0)], restart_s=0.3)
+    assert len(records) == 200 and all(r is not None for r in records)
+    assert all(r.outcome == "on_time" and r.subnet == 1 for r in records)
+
+
+def test_losing_half_the_workers_costs_accuracy_not_attainment():
+    # 8 workers serve 2,000 req/s on the accurate SubNet (400 each at full batches); 4 of them cannot
+    arrivals = np.sort(np.random.default_rng(0).uniform(0, 4, 8000))
+    records = simulate_router(arrivals, _router_policy(), slo_ms=40, workers=8,
+                              kills=[(2.0, 0), (2.0, 1), (2.0, 2), (2.0, 3)])
+    before = [r for r in records if 0.5 <= r.scheduled_s < 2.0]
+    after = [r for r in records if r.scheduled_s >= 2.2]
+    attainment = lambda rs: sum(r.outcome == "on_time" for r in rs) / len(rs)
+    accuracy = lambda rs: np.mean([r.accuracy for r in rs if r.outcome == "on_time"])
+    assert attainment(before) >= 0.99 and attainment(after) >= 0.99
+    assert accuracy(after) < accuracy(before) - 0.02
+
+
+def test_without_a_worker_left_the_simulated_router_refuses_at_once():
+    records = simulate_router([0.0, 0.5, 0.6], _router_policy("fixed:1"), slo_ms=40, workers=1,
+                              kills=[(0.1, 0)])
+    assert [r.outcome for r in records] == ["on_time", "shed", "shed"]

@@ -147,16 +147,19 @@ def simulate_router(arrivals_s, make_policy: Callable[[int], Policy], slo_ms: fl
         k = request.payload
         records[k] = SimulatedRecord(arrivals[k] / 1e9, (now - arrivals[k]) / 1e6, "shed")
 
+    idle = list(range(workers))  # up and running nothing, in the order they became so
+
     def dispatch(now: int) -> None:
-        for w in range(workers):
-            while dispatcher.idle(w) and dispatcher.queue:
-                assignment, refused = dispatcher.take(w, now)
-                for request in refused:
-                    shed(request, now)
-                if assignment is not None:
-                    tokens[w] += 1
-                    done = now + profile.latency_ns(assignment.subnet, assignment.samples) + overhead_ns
-                    heapq.heappush(events, (done, next(order), "done", w, tokens[w]))
+        while idle and dispatcher.queue:
+            w = idle[0]
+            assignment, refused = dispatcher.take(w, now)
+            for request in refused:
+                shed(request, now)
+            if assignment is not None:
+                idle.pop(0)
+                tokens[w] += 1
+                done = now + profile.latency_ns(assignment.subnet, assignment.samples) + overhead_ns
+                heapq.heappush(events, (done, next(order), "done", w, tokens[w]))
 
     i, n = 0, len(arrivals)
     while i < n or events:
@@ -174,6 +177,7 @@ def simulate_router(arrivals_s, make_policy: Callable[[int], Policy], slo_ms: fl
                 if token != tokens[w]:
                     continue  # the worker died while running it: the batch went back to the queue then
                 assignment = dispatcher.finish(w)
+                idle.append(w)
                 accuracy = profile.subnets[assignment.subnet].accuracy
                 for request in assignment.batch:
                     k = request.payload
@@ -181,13 +185,18 @@ def simulate_router(arrivals_s, make_policy: Callable[[int], Policy], slo_ms: fl
                                                  "on_time" if now <= request.deadline_ns else "late",
                                                  assignment.subnet, accuracy)
             elif kind == "kill":
+                if not dispatcher.up[w]:
+                    continue  # already down
                 tokens[w] += 1
+                if w in idle:
+                    idle.remove(w)
                 _, refused = dispatcher.lose(w, now)
                 for request in refused:
                     shed(request, now)
                 if restart_s is not None:
                     heapq.heappush(events, (now + int(restart_s * 1e9), next(order), "back", w, 0))
-            else:
+            elif not dispatcher.up[w]:  # back
                 dispatcher.restore(w)
+                idle.append(w)
         dispatch(now)
     return records  # type: ignore[return-value]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +28,11 @@ def _processes() -> dict[int, tuple[int, int, str]]:
         fields = text[text.rindex(")") + 2:].split()
         out[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]), cmdline)
     return out
+
+
+def _ended_children_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class CpuMeter:
@@ -63,10 +69,13 @@ class CpuMeter:
 
     def start(self) -> None:
         self._start = _processes()
+        self._children_s = _ended_children_s()
 
     def stop(self) -> dict[str, float]:
         end = _processes()
         seconds: Counter = Counter()
+        # a load generator this process ran to its end (perf_analyzer) is gone from /proc by now
+        seconds["load generator"] += _ended_children_s() - self._children_s
         for pid, (_, ticks, _) in end.items():
             role = self._role(pid, end)
             if role is not None:

@@ -29,7 +29,7 @@ from ..scheduler.queue import EDFQueue, QueuedRequest
 from .config import ServingConfig
 from .handover import HandoverClock
 from .metrics import Metrics
-from .requests import RequestError, SpecCache, check_finite, check_images
+from .requests import RequestError, SpecCache, check_finite, read_requests
 from .runner import SubnetRunner
 
 __all__ = ["Transport", "SuperServeCore", "DEADLINE_MESSAGE", "CANCELLED_MESSAGE"]
@@ -116,18 +116,10 @@ class SuperServeCore:
         transport = self.transport
         self.metrics.round(len(handles))
         responses: list[Any] = [None] * len(handles)
-        valid = []
-        samples = 0
-        for slot, handle in enumerate(handles):
-            images = transport.images(handle)
-            try:
-                spec = self._specs.get(transport.parameters(handle))
-                check_images(images, self.input_shape, self.max_batch)
-            except RequestError as exc:
-                responses[slot] = self._invalid(exc)
-                continue
-            valid.append((slot, handle, images, spec))
-            samples += images.shape[0]
+        valid, invalid = read_requests(handles, transport, self._specs, self.input_shape, self.max_batch)
+        for slot, exc in invalid:
+            responses[slot] = self._invalid(exc)
+        samples = sum(images.shape[0] for _, _, images, _ in valid)
         gap = self.handover.busy_gap_ns(now)  # Triton's turn-around since the previous round, unless idle
         self._batch_ns = 0
         head = self.handover.start(now, samples, len(valid))

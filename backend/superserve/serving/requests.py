@@ -15,8 +15,8 @@ import numpy as np
 
 from ..scheduler.profile import Profile
 
-__all__ = ["RequestError", "RequestSpec", "SpecCache", "parse_parameters", "check_images", "check_finite",
-           "SLO_HEADER"]
+__all__ = ["RequestError", "RequestSpec", "SpecCache", "parse_parameters", "read_requests", "check_images",
+           "check_finite", "SLO_HEADER"]
 
 SLO_HEADER = "x-slo-ms"  # forwarded by tritonserver's --http/grpc-header-forward-pattern
 
@@ -103,6 +103,22 @@ class SpecCache:
         if isinstance(spec, str):
             raise RequestError(spec)
         return spec
+
+
+def read_requests(handles, transport, specs: SpecCache, input_shape: tuple[int, ...], max_batch: int):
+    """Each request's input and parameters, checked: (valid, invalid) as lists of (slot, handle, images, spec)
+    and of (slot, RequestError). ``transport`` reads a request (``serving.core.Transport``)."""
+    valid, invalid = [], []
+    for slot, handle in enumerate(handles):
+        images = transport.images(handle)
+        try:
+            spec = specs.get(transport.parameters(handle))
+            check_images(images, input_shape, max_batch)
+        except RequestError as exc:
+            invalid.append((slot, exc))
+            continue
+        valid.append((slot, handle, images, spec))
+    return valid, invalid
 
 
 _FP32 = np.dtype(np.float32)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -34,8 +35,9 @@ from ..scheduler.queue import EDFQueue, QueuedRequest
 from .config import ServingConfig
 from .core import CANCELLED_MESSAGE, DEADLINE_MESSAGE, Transport
 from .metrics import Metrics
-from .requests import RequestError, SpecCache, check_finite, check_images
-from .workers import BatchFailed, WorkerLost
+from .requests import RequestError, SpecCache, check_finite, read_requests
+from .remote import RemoteWorker
+from .workers import BatchFailed, LocalWorker, WorkerLost
 
 __all__ = ["Router", "NO_WORKER_MESSAGE", "SHUTDOWN_MESSAGE"]
 
@@ -74,6 +76,21 @@ class Router:
         for thread in self._threads:
             thread.start()
 
+    @classmethod
+    def start(cls, profile: Mapping[str, Any], config: ServingConfig, transport: Transport, folder: Path,
+              metrics: Metrics | None = None, ready_timeout_s: float = 300.0) -> "Router":
+        """The router over the workers ``config`` sets (local processes on ``folder``'s SuperNet, then remote
+        hosts), once every one is up; ValueError if they are not within ``ready_timeout_s``."""
+        workers: list[Any] = [LocalWorker(i, folder, device, config.num_threads, profile["input_shape"],
+                                          int(profile["max_batch_size"]), int(profile["num_classes"]))
+                              for i, device in enumerate(config.worker_device_list(config.device))]
+        workers += [RemoteWorker(len(workers) + i, address) for i, address in enumerate(config.remote_list())]
+        router = cls(profile, config, transport, workers, metrics)
+        if not router.wait_ready(ready_timeout_s):
+            router.close()
+            raise ValueError(f"its workers were not all up within {ready_timeout_s:g} s (the log says why)")
+        return router
+
     def _policy_for(self, workers_up: int):
         return make_policy(self.config.policy, self.cost.profile, self._margin_ns, self.config.num_buckets,
                            (1.0 + self.config.latency_safety) * self.cost.planned_slowdown - 1.0,
@@ -99,19 +116,13 @@ class Router:
         transport = self.transport
         self.metrics.round(len(handles))
         responses: list[Any] = [None] * len(handles)
-        queued = []
-        for slot, handle in enumerate(handles):
-            images = transport.images(handle)
-            try:
-                spec = self._specs.get(transport.parameters(handle))
-                check_images(images, self.input_shape, self.max_batch)
-            except RequestError as exc:
-                self.metrics.outcome("error")
-                responses[slot] = transport.error("invalid", str(exc))
-                continue
-            # our own copy: the request's input tensor is only sure to live until execute() returns
-            queued.append((slot, QueuedRequest(now + spec.slo_ns, now, spec.lo, spec.hi,
-                                               (handle, np.array(images)), images.shape[0])))
+        valid, invalid = read_requests(handles, transport, self._specs, self.input_shape, self.max_batch)
+        for slot, exc in invalid:
+            self.metrics.outcome("error")
+            responses[slot] = transport.error("invalid", str(exc))
+        # our own copy of each input: the request's tensor is only sure to live until execute() returns
+        queued = [(slot, QueuedRequest(now + spec.slo_ns, now, spec.lo, spec.hi, (handle, np.array(images)),
+                                       images.shape[0])) for slot, handle, images, spec in valid]
         refused = []
         with self._cond:
             dispatcher = self.dispatcher
@@ -150,7 +161,11 @@ class Router:
                 self.metrics.worker(i, up=True, restarted=started)
                 self._cond.notify_all()
             attempts, started = 0, True
-            self._feed(i)
+            try:
+                self._feed(i)
+            except Exception as exc:  # a bug, not a lost worker: its batch is requeued all the same
+                log.exception("worker %d's thread failed", i)
+                self._lost(i, exc)
         self.workers[i].stop()
 
     def _feed(self, i: int) -> None:
@@ -167,9 +182,6 @@ class Router:
             assignment, images = current
             try:
                 logits = worker.result(self._timeout_s(assignment))
-            except WorkerLost as exc:
-                self._lost(i, exc)
-                return
             except BatchFailed as exc:
                 with self._cond:
                     self.dispatcher.finish(i)
@@ -177,18 +189,26 @@ class Router:
                     self._send(request, self.transport.error("internal", str(exc)), "error")
                 current = None
                 continue
-            done = self.clock()
+            except Exception as exc:  # WorkerLost, or a client library's error
+                self._lost(i, exc)
+                return
             with self._cond:
                 self.dispatcher.finish(i)
-                self.metrics.worker_busy(i, (done - assignment.started_ns) / 1e9)
-                if self.cost.observe(assignment.subnet, assignment.samples, done - assignment.started_ns):
-                    self.dispatcher.replan()
-                    self.metrics.cost_model(self.cost.per_batch_ns, self.cost.per_sample_ns)
+                self.metrics.worker_busy(i, (self.clock() - assignment.started_ns) / 1e9)
             current = self._next(i, wait=False)  # the worker computes the next batch while this one's answers go
-            if current is not None and not self._submit(i, current):
-                self._answer(assignment, logits)
-                return
+            lost = current is not None and not self._submit(i, current)
             self._answer(assignment, logits)
+            self._observe(assignment)
+            if lost:
+                return
+
+    def _observe(self, assignment: Assignment) -> None:
+        """Fold a batch's time, from its choice to its last answer out (what its requests waited: the latency
+        the policy plans), into the cost model; a new plan if it moved."""
+        with self._cond:
+            if self.cost.observe(assignment.subnet, assignment.samples, self.clock() - assignment.started_ns):
+                self.dispatcher.replan()
+                self.metrics.cost_model(self.cost.per_batch_ns, self.cost.per_sample_ns)
 
     def _next(self, i: int, wait: bool) -> tuple[Assignment, np.ndarray] | None:
         """The next batch for worker ``i`` and its inputs: waits for work if ``wait``; None when there is none
@@ -243,7 +263,7 @@ class Router:
     def _submit(self, i: int, current: tuple[Assignment, np.ndarray]) -> bool:
         try:
             self.workers[i].submit(current[0].subnet, current[1])
-        except WorkerLost as exc:
+        except Exception as exc:  # WorkerLost, or a client library's error: the worker is no use now
             self._lost(i, exc)
             return False
         return True
@@ -274,9 +294,13 @@ class Router:
         result, offset = self.transport.result, 0
         for request in assignment.batch:
             handle = request.payload[0]
-            response = result(handle, logits[offset:offset + request.size], subnet, accuracy)
+            try:
+                response, outcome = result(handle, logits[offset:offset + request.size], subnet, accuracy), None
+            except Exception as exc:  # one answer that cannot be made fails alone
+                log.exception("making an answer failed")
+                response, outcome = self.transport.error("internal", f"the answer could not be made: {exc}"), "error"
             offset += request.size
-            self._send(request, response, None)
+            self._send(request, response, outcome)
 
     def _send(self, request: QueuedRequest, response: Any, outcome: str | None) -> None:
         """Send one answer; ``outcome`` None: judged on time or late now."""

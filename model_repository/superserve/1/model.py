@@ -21,10 +21,8 @@ import triton_python_backend_utils as pb_utils
 from superserve.serving.config import parse_config, resolve_device
 from superserve.serving.core import SuperServeCore
 from superserve.serving.metrics import HISTOGRAMS, OUTCOMES, MetricsBuffer
-from superserve.serving.remote import RemoteWorker
 from superserve.serving.router import Router
 from superserve.serving.stub_guard import exit_with_server
-from superserve.serving.workers import LocalWorker
 from superserve.supernet.artefacts import load_served_supernet
 
 GIL_SWITCH_INTERVAL_S = 0.0002
@@ -211,15 +209,7 @@ class TritonPythonModel:
                 library.setLevel(logging.INFO)
                 library.addHandler(_TritonLog())
                 del net  # each worker process holds its own
-                workers = [LocalWorker(i, folder, device, config.num_threads, profile["input_shape"],
-                                       int(profile["max_batch_size"]), int(profile["num_classes"]))
-                           for i, device in enumerate(config.worker_device_list(config.device))]
-                workers += [RemoteWorker(len(workers) + i, address) for i, address in enumerate(config.remote_list())]
-                self.router = Router(profile, config, transport, workers, buffer)
-                if not self.router.wait_ready(WORKERS_READY_TIMEOUT_S):
-                    self.router.close()
-                    raise ValueError(f"its workers were not up within {WORKERS_READY_TIMEOUT_S} s (Triton's log "
-                                     "says why)")
+                self.router = Router.start(profile, config, transport, folder, buffer, WORKERS_READY_TIMEOUT_S)
             else:
                 self.core = SuperServeCore(net, profile, config, transport, buffer,
                                            handover_samples=int(model_config["max_batch_size"]))
