@@ -59,11 +59,12 @@ class _Sampler(threading.Thread):
 
 
 def _flood_share(url: str, model: str, rate: float, seconds: float, slo_ms: float, images: np.ndarray, seed: int,
-                 start_at: float, fixed_accuracy: float | None) -> dict:
+                 start_at: float, fixed_accuracy: float | None, connections: int) -> dict:
     """One sender process: Poisson arrivals at ``rate`` for ``seconds`` from wall time ``start_at``."""
     trace = bursty(0.0, rate, 1.0, seconds, seed=seed)  # gamma with CV² 1: Poisson
     time.sleep(max(0.0, start_at - time.time()))
-    records = replay_sync(trace, url, slo_ms, images, model=model, fixed_accuracy=fixed_accuracy)
+    records = replay_sync(trace, url, slo_ms, images, model=model, fixed_accuracy=fixed_accuracy,
+                          connections=connections)
     summary = summarise(records, slo_ms)
     sent_s = np.array([r.scheduled_s + r.send_error_ms / 1e3 for r in records])  # when each really left
     return {"scheduled": len(trace.arrivals_s), "records": len(records), "ended_at": time.time(),
@@ -102,7 +103,8 @@ def _flood(server, model: str, rate: float, slo_ms: float, images: np.ndarray, a
     try:
         with ProcessPoolExecutor(args.senders) as pool:
             shares = [pool.submit(_flood_share, server.grpc_url, model, rate / args.senders, args.seconds, slo_ms,
-                                  images[:64], seed + 1, start_at, fixed_accuracy) for seed in range(args.senders)]
+                                  images[:64], seed + 1, start_at, fixed_accuracy, args.connections)
+                      for seed in range(args.senders)]
             time.sleep(max(0.0, start_at - time.time()))
             records = replay_sync(probe, server.grpc_url, slo_ms, images, model=model, progress=True,
                                   fixed_accuracy=fixed_accuracy)
@@ -160,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--probe-rps", type=float, default=50.0, help="rate of the probe stream (our replayer)")
     p.add_argument("--senders", type=int, default=4,
                    help="processes sending the flood (on 2 cores, 3 fell up to 8 s behind a 3x flood; 4 kept up)")
+    p.add_argument("--connections", type=int, default=1, help="gRPC connections per sender process")
     p.add_argument("--slo-ms", type=float, default=None, help="default: the benchmark's SLO (cost model)")
     p.add_argument("--systems", nargs="+", choices=list(SYSTEMS.values()), default=list(SYSTEMS.values()),
                    help="which systems to flood, in turn")
@@ -195,7 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         server.stop()
     args.out.write_text(json.dumps(report, indent=1))
-    print(markdown(report))
+    table = markdown(report)
+    args.out.with_suffix(".md").write_text(table + "\n")
+    print(table)
 
 
 def _line(label: str, r: dict) -> str:

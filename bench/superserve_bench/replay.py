@@ -59,9 +59,11 @@ def _requests(images: np.ndarray, model: str, parameters: dict, outputs=("SUBNET
 
 async def replay(trace: Trace, url: str, slo_ms: float, images: np.ndarray, parameters: dict | None = None,
                  model: str = "superserve", timeout_s: float = 30.0, progress: bool = False,
-                 fixed_accuracy: float | None = None) -> list[Record]:
+                 fixed_accuracy: float | None = None, connections: int = 1) -> list[Record]:
     """Replay ``trace`` against ``model``. A model that serves one fixed SubNet and answers only LOGITS (plain
-    Triton) is given its profiled ``fixed_accuracy``; SuperServe's answers say which SubNet served them."""
+    Triton) is given its profiled ``fixed_accuracy``; SuperServe's answers say which SubNet served them.
+    ``connections``: requests take turns over that many gRPC connections (a flood from one connection waits on
+    it, as no flood of many clients would)."""
     import grpc
     from tritonclient.grpc import service_pb2_grpc
 
@@ -69,14 +71,16 @@ async def replay(trace: Trace, url: str, slo_ms: float, images: np.ndarray, para
         requests = _requests(images, model, {"slo_ms": float(slo_ms), **(parameters or {})})
     else:
         requests = _requests(images, model, parameters or {}, outputs=("LOGITS",))
-    channel = grpc.aio.insecure_channel(url)
-    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    # each channel its own subchannel pool: its own connection, not one shared by every channel to the url
+    channels = [grpc.aio.insecure_channel(url, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(connections)]
+    stubs = [service_pb2_grpc.GRPCInferenceServiceStub(channel) for channel in channels]
     records: list[Record | None] = [None] * len(trace.arrivals_s)
 
     async def one(i: int, scheduled: float, send_error_ms: float) -> None:
         start = time.perf_counter()
         try:
-            response = await stub.ModelInfer(requests[i % len(requests)], timeout=timeout_s)
+            response = await stubs[i % connections].ModelInfer(requests[i % len(requests)], timeout=timeout_s)
             latency = (time.perf_counter() - start) * 1e3
             outcome = "on_time" if latency <= slo_ms else "late"
             if fixed_accuracy is not None:
@@ -107,7 +111,7 @@ async def replay(trace: Trace, url: str, slo_ms: float, images: np.ndarray, para
     gc_was_enabled = gc.isenabled()
     try:
         try:  # connect first, so the first request does not pay for the connection
-            await asyncio.wait_for(channel.channel_ready(), timeout_s)
+            await asyncio.wait_for(asyncio.gather(*(channel.channel_ready() for channel in channels)), timeout_s)
         except asyncio.TimeoutError:
             pass  # no server: every request below ends in its own error record
         gc.collect()
@@ -127,7 +131,8 @@ async def replay(trace: Trace, url: str, slo_ms: float, images: np.ndarray, para
             gc.enable()
         if bar is not None:
             bar.close()
-        await channel.close()
+        for channel in channels:
+            await channel.close()
     missing = [i for i, r in enumerate(records) if r is None]
     if missing:  # cannot happen unless a task was lost: say so loudly rather than report a rosy number
         raise RuntimeError(f"{len(missing)} requests have no record, e.g. {missing[:5]}")

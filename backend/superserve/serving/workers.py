@@ -76,10 +76,7 @@ class LocalWorker:
         self._process: subprocess.Popen | None = None
         self._socket: socket.socket | None = None
         self._samples = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+        self.pid: int | None = None  # the latest process's, kept once it is gone (for the log)
 
     @property
     def where(self) -> str:
@@ -93,6 +90,7 @@ class LocalWorker:
                                    "--parent", str(os.getpid())]
         self._process = subprocess.Popen(command, pass_fds=(theirs.fileno(), self._memory_fd),
                                          stdin=subprocess.DEVNULL)
+        self.pid = self._process.pid
         theirs.close()
         self._socket = ours
         reply = self._receive(self._start_timeout_s, "to start")
@@ -105,7 +103,7 @@ class LocalWorker:
         self._inputs[:n] = images
         self._samples = n
         try:
-            self._socket.send(_BATCH.pack(subnet, n))
+            self._socket.send(_BATCH.pack(subnet, n), socket.MSG_NOSIGNAL)  # a dead peer: EPIPE, no signal
         except OSError as exc:
             raise WorkerLost(f"{self.name} is gone ({exc})") from None
 
@@ -130,7 +128,10 @@ class LocalWorker:
             reply = b""
             log.debug("%s: %s", self.name, exc)
         if not reply:
-            code = self._process.wait(5) if self._process else None
+            try:
+                code = self._process.wait(5) if self._process else None
+            except subprocess.TimeoutExpired:
+                code = "none yet (it closed its socket)"
             raise WorkerLost(f"{self.name} exited with code {code}")
         return reply
 
