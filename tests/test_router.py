@@ -141,11 +141,16 @@ class _Worker:
         self.starts, self.outcomes = 0, queue.Queue()
         self.restarts_allowed = threading.Event()  # a test clears it to hold a restart until it has looked
         self.restarts_allowed.set()
+        self.dead = False  # its process is gone (for an idle worker: seen by alive())
 
     def start(self):
         self.starts += 1
         if self.starts > 1:
             assert self.restarts_allowed.wait(30)
+        self.dead = False
+
+    def alive(self):
+        return not self.dead
 
     def submit(self, subnet, images):
         self.log.put((self.index, subnet, "".join(chr(int(v)) for v in images[:, 0])))
@@ -298,5 +303,20 @@ def test_an_answer_that_cannot_be_made_fails_alone_and_a_worker_that_raises_is_r
         fakes[0].finish(1)
         _wait_for(lambda: len(transport.sent) == 4)
         assert transport.sent[-1] == ("w", ("result", 0))
+    finally:
+        router.close(5)
+
+
+def test_a_worker_that_dies_while_idle_leaves_the_rotation_without_being_sent_a_batch():
+    router, fakes, log, transport, clock, metrics = _router(workers=2)
+    try:
+        fakes[1].restarts_allowed.clear()
+        fakes[1].dead = True
+        _wait_for(lambda: router.dispatcher.workers_up == 1)  # seen within IDLE_CHECK_S, no traffic needed
+        _wait_for(lambda: fakes[1].starts == 2)  # restarting, held by the test
+        assert log.empty()  # no batch was sent to find out
+        assert metrics.drain().worker_losses[1] == 1
+        fakes[1].restarts_allowed.set()
+        _wait_for(lambda: router.dispatcher.workers_up == 2)
     finally:
         router.close(5)

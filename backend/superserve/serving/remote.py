@@ -62,6 +62,10 @@ class RemoteWorker:
             raise WorkerLost(f"{self.name} does not answer: {why}")
         self._answers = queue.SimpleQueue()
 
+    def alive(self) -> bool:
+        """Not known without a call: a remote host that went away is found lost at its next batch."""
+        return self._client is not None
+
     def submit(self, subnet: int, images: np.ndarray) -> None:
         import tritonclient.grpc as grpcclient
 

@@ -14,7 +14,7 @@ least ``worker_timeout_min_ms``), leaves the rotation at once: its batch is requ
 refused UNAVAILABLE otherwise, and its thread starts it again; the policy plans with the workers left meanwhile.
 
 Triton-agnostic like the serving core: a ``Transport`` reads requests and makes and sends responses, and workers
-are objects with ``start``/``submit``/``result``/``stop``, so tests drive it with fakes and a fake clock.
+are objects with ``start``/``submit``/``result``/``alive``/``stop``, so tests drive it with fakes and a fake clock.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 NO_WORKER_MESSAGE = "no worker is up to serve this request (they are restarting); retry shortly"
 SHUTDOWN_MESSAGE = "the server is shutting down; retry on another replica"
 _RESTART_BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0)  # before the 1st, 2nd, ... start attempt in a row
+IDLE_CHECK_S = 0.5  # an idle worker is looked at this often: its death is seen within this, not at its next batch
+_GONE = object()  # what _next returns for a worker that died while it waited for work
 
 
 class Router:
@@ -177,6 +179,9 @@ class Router:
                 current = self._next(i, wait=True)
                 if current is None:
                     return
+                if current is _GONE:
+                    self._lost(i, WorkerLost(f"{worker.name} exited while it had nothing to do"))
+                    return
                 if not self._submit(i, current):
                     return
             assignment, images = current
@@ -210,9 +215,9 @@ class Router:
                 self.dispatcher.replan()
                 self.metrics.cost_model(self.cost.per_batch_ns, self.cost.per_sample_ns)
 
-    def _next(self, i: int, wait: bool) -> tuple[Assignment, np.ndarray] | None:
+    def _next(self, i: int, wait: bool) -> tuple[Assignment, np.ndarray] | None | object:
         """The next batch for worker ``i`` and its inputs: waits for work if ``wait``; None when there is none
-        (or the router is closing)."""
+        (or the router is closing), ``_GONE`` if the worker died while it waited."""
         while True:
             with self._cond:
                 while True:
@@ -226,7 +231,8 @@ class Router:
                         break
                     if not wait:
                         return None
-                    self._cond.wait()
+                    if not self._cond.wait(IDLE_CHECK_S) and not self.workers[i].alive():
+                        return _GONE
             for request in shed:
                 self._refuse(request, DEADLINE_MESSAGE)
             if assignment is None:

@@ -97,6 +97,10 @@ class LocalWorker:
         if reply[:1] != _READY:
             raise WorkerLost(f"{self.name} sent {reply[:40]!r} instead of ready")
 
+    def alive(self) -> bool:
+        """The process runs (a cheap check: an idle worker's death is seen without sending it a batch)."""
+        return self._process is not None and self._process.poll() is None
+
     def submit(self, subnet: int, images: np.ndarray) -> None:
         """Start a batch (returns at once); ``result`` waits for its logits."""
         n = images.shape[0]
