@@ -9,7 +9,6 @@ import signal
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from superserve.tritonenv import REPO_ROOT, start_server

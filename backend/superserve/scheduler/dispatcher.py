@@ -65,14 +65,12 @@ class Dispatcher:
         requests queued ahead of it? Those go first, in full batches of the fastest SubNet spread over the workers
         that are up, then it alone on the fastest SubNet it allows: an optimistic bound, so that nothing is
         refused that could be served, while an overload is refused on arrival instead of queued to expire."""
-        if not self.workers_up or not self.policy.feasible(lo, hi, deadline_ns - now_ns):
+        if not self.workers_up:
             return False
-        ahead = self.queue.position_of(deadline_ns + 1)
-        if not ahead:
-            return True
         profile = self.policy.profile
         if self._full_batch_ns is None:
             self._full_batch_ns = min(profile.latency_ns(s, profile.max_batch) for s in range(profile.size))
+        ahead = self.queue.position_of(deadline_ns + 1)
         wait_ns = ahead // profile.max_batch * self._full_batch_ns // self.workers_up
         return self.policy.feasible(lo, hi, deadline_ns - now_ns - wait_ns)
 
