@@ -52,9 +52,11 @@ $(VIT_MODEL): $(VIT_DIR)/supernet.pt | $(STAMP)
 
 RESOLUTION ?= 224
 OFA_NAME ?= ofa_resnet50
-ofa-model: setup  ## serve your OFA ResNet-50: CHECKPOINT=file IMAGES=class folders (RESOLUTION, SUBNETS=json, OFA_NAME, DEVICE)
+ofa-model: setup  ## serve your OFA ResNet-50: CHECKPOINT=file IMAGES=class folders (RESOLUTION, SUBNETS=json, OFA_NAME, DEVICE, PER_CLASS, CLASSES=file, SLO_MS, PROFILING=full|quick|auto)
 	$(PY) -m superserve.build_ofa --checkpoint "$(CHECKPOINT)" --images "$(IMAGES)" --out model_repository/$(OFA_NAME) \
-		--resolution $(RESOLUTION) $(if $(SUBNETS),--subnets "$(SUBNETS)",) $(if $(DEVICE),--device $(DEVICE),)
+		--resolution $(RESOLUTION) $(if $(SUBNETS),--subnets "$(SUBNETS)",) $(if $(DEVICE),--device $(DEVICE),) \
+		$(if $(PER_CLASS),--per-class $(PER_CLASS),) $(if $(CLASSES),--classes "$(CLASSES)",) \
+		$(if $(filter command line,$(origin SLO_MS)),--slo-ms $(SLO_MS),) $(if $(PROFILING),--profiling $(PROFILING),)
 
 serve: setup model  ## start tritonserver on 127.0.0.1 (HTTP_PORT, GRPC_PORT, METRICS_PORT)
 	$(PY) -m superserve.serve serve --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
@@ -107,7 +109,7 @@ PLAN_RATE ?= 1000
 PLAN_CV2 ?= 1
 plan: setup model  ## SIMULATED capacity plan: workers needed for 0.999 attainment (PLAN_RATE, PLAN_CV2, SLO_MS, TRACE)
 	$(PY) -m superserve_bench.plan $(if $(TRACE),--trace $(TRACE),--rate $(PLAN_RATE) --cv2 $(PLAN_CV2)) \
-		$(if $(filter command line,$(origin SLO_MS)),--slo-ms $(SLO_MS),) --model $(MODEL_NAME)
+		$(if $(filter command line,$(origin SLO_MS)),--slo-ms $(SLO_MS),) $(if $(PROFILING),--profiling $(PROFILING),) --model $(MODEL_NAME)
 
 MINUTES ?= 10
 soak: setup model  ## soak benchmark: MINUTES (10) at 70% of capacity on a bursty trace, memory and losses

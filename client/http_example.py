@@ -1,6 +1,6 @@
-"""Classify a few digits over HTTP with an SLO:  python client/http_example.py --slo-ms 20"""
+"""Classify digits or images over HTTP with an SLO:  python client/http_example.py --slo-ms 20 [--model M --image F]"""
 
-from digits_client import run
+from classify import run
 
 if __name__ == "__main__":
     run("http")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from superserve.serving.metrics import HISTOGRAMS, MetricsBuffer
+from superserve.serving.metrics import HISTOGRAMS, MetricsBuffer, histogram_bounds
 
 
 def test_histograms_are_binned_cumulatively_and_drained_once():
@@ -31,3 +31,22 @@ def test_every_observation_keeps_the_exported_counters_growing():
     buffer.decision(slack_ns=3_000_000, decision_ns=2_000)
     slack = buffer.drain().histograms["slack_ms"]
     assert slack.total == 3.0 and slack.count == 2 and slack.cumulative[0] == 1
+
+
+def test_bucket_bounds_follow_the_served_model():
+    """A user's model gets buckets from its own profile and SLO, not the digits' (batch <= 16, accuracy 0.9-1)."""
+    profile = {"max_batch_size": 32, "subnets": [{"accuracy": a} for a in (0.61, 0.7, 0.75)]}
+    bounds = histogram_bounds(profile, default_slo_ms=400.0, handover_samples=256)
+    assert bounds["batch_size"] == (1, 2, 4, 8, 16, 32)
+    assert bounds["served_accuracy"] == (0.61, 0.7, 0.75)
+    assert bounds["slack_ms"] == (8.0, 20.0, 40.0, 80.0, 200.0, 400.0, 800.0, 8000.0)
+    assert bounds["round_requests"] == (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    buffer = MetricsBuffer(bounds=bounds)
+    buffer.batch(subnet=1, size=20, accuracy=0.7)
+    snapshot = buffer.drain()
+    assert snapshot.histograms["batch_size"].cumulative == [0, 0, 0, 0, 0, 1, 1]  # 20 is in le="32"
+    assert snapshot.histograms["served_accuracy"].cumulative == [0, 1, 1, 1]
+    many = {"max_batch_size": 12, "subnets": [{"accuracy": i / 100} for i in range(40)]}
+    thinned = histogram_bounds(many, 50.0, 96)
+    assert len(thinned["served_accuracy"]) == 12 and thinned["served_accuracy"][::11] == (0.0, 0.39)
+    assert thinned["batch_size"] == (1, 2, 4, 8, 12) and thinned["round_requests"][-1] == 96

@@ -256,11 +256,14 @@ def test_metrics_are_exported(server, digits):
 
 
 def test_perf_analyzer_completes_without_errors(server, tmp_path):
-    from superserve_bench.perf import perf_command, write_input_data
+    from superserve_bench.inputs import model_inputs, write_input_data
+    from superserve_bench.perf import perf_command
+    from superserve_bench.repository import model_dir
 
     export = tmp_path / "perf.json"
     # SLO 2 s: with a queue policy Triton's batcher can hold a request ~0.5 s now and then (see config.pbtxt)
-    cmd = perf_command(server.grpc_url, 2000, write_input_data(tmp_path / "input.json"), rate=100,
+    data = write_input_data(tmp_path / "input.json", model_inputs(model_dir(), 32))
+    cmd = perf_command(server.grpc_url, 2000, data, rate=100,
                        interval_ms=2000, export=export, max_trials=10)  # a busy machine needs more to settle
     result = subprocess.run(cmd, env=perf_analyzer_env(ensure_triton_home()), capture_output=True, text=True,
                             timeout=300)

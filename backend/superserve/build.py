@@ -26,18 +26,65 @@ from .profiling import accuracy, latency_curve_ms, latency_ms, pareto_front
 from .supernet import family_of
 from .supernet.artefacts import load_weights
 
-__all__ = ["build", "main", "PROFILE_FORMAT"]
+__all__ = ["build", "main", "suggested_slo_ms", "PROFILE_FORMAT"]
 
 PROFILE_FORMAT = 1
 MAX_BATCH = 16
+SLO_ALLOWANCE_PER_SAMPLE_MS = 0.3  # serving path per sample, on top of the forward pass
+PROFILING_MODES = ("full", "quick", "auto")
+QUICK_REPEATS = 3
+WARMUP_PASSES = 2  # latency_curve_ms' warm-ups
+AUTO_FULL_BUDGET_S = 15 * 60  # auto: the full profile when its estimate is within this, else the quick one
+
+
+def profiled_batches(max_batch: int, mode: str) -> list[int]:
+    """Batch sizes timed: every one (full), or the powers of two and the largest (quick)."""
+    if mode == "full":
+        return list(range(1, max_batch + 1))
+    return sorted({2 ** k for k in range(max_batch.bit_length()) if 2 ** k <= max_batch} | {max_batch})
+
+
+def fill_batches(measured: dict[int, float], max_batch: int) -> dict[str, float]:
+    """Latency at every batch size 1..max_batch from the measured ones: linear between the nearest measured
+    sizes on either side (measured sizes keep their value)."""
+    sizes = sorted(measured)
+    filled = {}
+    for b in range(1, max_batch + 1):
+        upper = next(s for s in sizes if s >= b)
+        lower = max((s for s in sizes if s <= b), default=upper)
+        if upper == lower:
+            filled[str(b)] = round(measured[b if b in measured else upper], 4)
+        else:
+            t = (b - lower) / (upper - lower)
+            filled[str(b)] = round(measured[lower] + t * (measured[upper] - measured[lower]), 4)
+    return filled
+
+
+def profiling_estimate_s(middle_ms: dict[str, float], middle_batch: int, batches: list[int], repeats: int) -> float:
+    """Seconds the latency profile will take: each SubNet's quick latency at ``middle_batch`` scaled linearly to
+    the timed batch sizes, times the passes (warm-ups and repeats)."""
+    per_sample_s = sum(middle_ms.values()) / middle_batch / 1e3
+    return per_sample_s * sum(batches) * (repeats + WARMUP_PASSES)
+
+
+def suggested_slo_ms(profile: dict, margin_ms: float) -> float:
+    """An SLO the served range fits: twice the most accurate SubNet's latency at the largest batch, plus 0.3 ms of
+    serving per sample and the model's margin. The benchmarks' SLO, and a built model's default when its user
+    gives none."""
+    b = profile["max_batch_size"]
+    return round(2 * (profile["subnets"][-1]["latency_ms"][str(b)] + b * SLO_ALLOWANCE_PER_SAMPLE_MS + margin_ms), 1)
 
 
 def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, seed: int = 0,
           min_front: int = 10, progress: bool = True, data=None, subnets: list | None = None,
-          max_batch: int = MAX_BATCH, device: str = "cpu") -> dict:
+          max_batch: int = MAX_BATCH, device: str = "cpu", profiling: str = "full") -> dict:
     """``data``: splits with calibration, validation and test images (default: the digits); ``subnets``: the
     candidate SubNets (default: the largest, the smallest and ``candidates`` sampled ones); ``device``: where
-    the SuperNet is calibrated, validated and profiled (serve it on the same)."""
+    the SuperNet is calibrated, validated and profiled (serve it on the same). ``profiling``: full (every batch
+    size, ``repeats`` passes), quick (powers of two and the largest, 3 passes, the rest interpolated) or auto (full
+    when its estimate is within 15 minutes, else quick)."""
+    if profiling not in PROFILING_MODES:
+        raise ValueError(f"profiling must be one of {', '.join(PROFILING_MODES)}, not {profiling!r}")
     out = Path(out)
     device = torch.device(device)
     net = load_weights(out).to(device).eval()
@@ -62,7 +109,8 @@ def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, 
 
     # 2. A quick latency at a middle batch size ranks the candidates; the Pareto front is kept.
     torch.set_num_threads(threads)
-    example = batch_of(max(1, max_batch // 2))
+    middle = max(1, max_batch // 2)
+    example = batch_of(middle)
     quick = {s.id: latency_ms(net, example, repeats=3, plan=net.inference_plan(s))
              for s in tqdm(subnets, desc="ranking SubNet latency", unit="subnet", disable=not progress)}
     remaining = list(subnets)
@@ -76,14 +124,22 @@ def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, 
         served.append(smallest)  # whatever a noisy sub-ms timing said
     served.sort(key=lambda s: (acc[s.id], -quick[s.id]))
 
-    # 3. Full latency profile of the served SubNets at every batch size; their accuracy on the test split, and
+    # 3. Latency profile of the served SubNets at every batch size; their accuracy on the test split, and
     # with the full-width statistics sliced instead of their own (what SubnetNorm is for).
+    served_middle = {s.id: quick[s.id] for s in served}
+    full_s = profiling_estimate_s(served_middle, middle, profiled_batches(max_batch, "full"), repeats)
+    mode = profiling if profiling != "auto" else ("full" if full_s <= AUTO_FULL_BUDGET_S else "quick")
+    batches, passes = profiled_batches(max_batch, mode), repeats if mode == "full" else min(repeats, QUICK_REPEATS)
+    if progress:
+        estimate = profiling_estimate_s(served_middle, middle, batches, passes)
+        tqdm.write(f"{mode} latency profile of {len(served)} SubNets at batch sizes {batches[0]}..{batches[-1]} "
+                   f"({len(batches)} timed, {passes} passes each): about {estimate / 60:.1f} min"
+                   + (f" (the full one: about {full_s / 60:.1f} min)" if mode != "full" else ""))
     latencies, test_acc, sliced_acc = {}, {}, {}
-    for subnet in tqdm(served, desc=f"profiling {len(served)} SubNets at batch 1..{max_batch}", unit="subnet",
-                       disable=not progress):
+    for subnet in tqdm(served, desc=f"profiling {len(served)} SubNets", unit="subnet", disable=not progress):
         plan = net.inference_plan(subnet)
-        curve = latency_curve_ms(net, [batch_of(b) for b in range(1, max_batch + 1)], repeats, plan=plan)
-        latencies[subnet.id] = {str(b): round(ms, 4) for b, ms in enumerate(curve, start=1)}
+        curve = latency_curve_ms(net, [batch_of(b) for b in batches], passes, plan=plan)
+        latencies[subnet.id] = fill_batches(dict(zip(batches, curve)), max_batch)
         test_acc[subnet.id] = accuracy(net, plan, data.test_x, data.test_y, chunk)
         if family.norm_statistics:
             sliced_acc[subnet.id] = accuracy(net, net.sliced_statistics_plan(subnet), data.test_x,
@@ -107,7 +163,10 @@ def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, 
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "latency_statistic": f"median of {repeats} forward passes after 2 warm-ups, the batch sizes taken in turn",
+        "latency_statistic": f"median of {passes} forward passes after {WARMUP_PASSES} warm-ups, the batch sizes "
+                             "taken in turn",
+        "latency_profiling": {"mode": mode, "timed_batches": batches,
+                              "others": "linear between the nearest timed batch sizes" if mode == "quick" else None},
         "candidates_evaluated": len(subnets),
         "weights_bytes": sum(t.numel() * t.element_size() for t in net.state_dict().values()),
         "subnets": [

@@ -165,7 +165,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 pass
         try:
-            os.killpg(self.process.pid, signal.SIGKILL)  # the server runs in its own session and group
+            os.killpg(self.process.pid, signal.SIGKILL)  # the server runs in its own process group
         except ProcessLookupError:
             pass  # nothing of the group is left
         self.process.wait()
@@ -188,16 +188,21 @@ def _die_with_parent(parent: int):
 
 def start_server(model_repository: Path, log: Path | None, timeout_s: float = 180,
                  extra: list[str] | None = None, ports: tuple[int, int, int] | None = None,
-                 address: str = "127.0.0.1") -> ServerProcess:
+                 address: str = "127.0.0.1", own_session: bool = True) -> ServerProcess:
     """Start tritonserver (on free loopback ports unless ``ports`` = http, grpc, metrics) and wait until
-    every model is ready (polling). ``log`` None: the server writes to this process's stdout."""
+    every model is ready (polling). ``log`` None: the server writes to this process's stdout.
+
+    ``own_session`` False keeps the server in this process's session (its own process group still): with the
+    kernel's autogroup scheduling, a session is one scheduling group, so a load generator on the same cores then
+    competes with the server thread by thread instead of the two sessions splitting the cores between them."""
     import urllib.request
 
     home = ensure_triton_home()
     http, grpc, metrics = ports or free_ports(3)
     cmd = server_command(home, Path(model_repository).resolve(), http, grpc, metrics, address, extra)
-    # its own session (ServerProcess.stop kills the whole group), tied to this process's life
-    options = dict(env=server_env(home), start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
+    # its own process group (ServerProcess.stop kills the whole group), tied to this process's life
+    group = dict(start_new_session=True) if own_session else dict(process_group=0)
+    options = dict(env=server_env(home), preexec_fn=_die_with_parent(os.getpid()), **group)
     if log is None:
         process = subprocess.Popen(cmd, **options)
     else:

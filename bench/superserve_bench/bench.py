@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from superserve.build import suggested_slo_ms
 from superserve.serving.config import config_from_pbtxt, parse_config
 from superserve.tritonenv import REPO_ROOT, start_server
 
 from .bench_peer import perf_analyzer
 from .compare import ADAPTIVE, FIXED_PREFIX, aggregate, compare_to_fixed
-from .perf import write_input_data
+from .inputs import describe_inputs, model_inputs, write_input_data
 from .plots import plot
 from .prometheus import model_books, scrape, total
 from .replay import replay_sync
@@ -89,10 +90,10 @@ def repository_models(systems: list[System]) -> list:
             for s in systems]
 
 
-def measure_capacity(server, profile: dict, work: Path, seconds: float = 4.0) -> dict:
+def measure_capacity(server, profile: dict, work: Path, inputs, seconds: float = 4.0) -> dict:
     """Saturation throughput (req/s) of plain Triton on the most accurate and on the fastest SubNet, measured
     with perf_analyzer on this machine now: the yardstick the loads are set against."""
-    data = write_input_data(work / "perf_input.json")
+    data = write_input_data(work / "perf_input.json", inputs[:32])
     top = len(profile["subnets"]) - 1
     return {"top_rps": perf_analyzer(server, f"native_{top}", data, work, 32, seconds)["throughput_rps"],
             "fastest_rps": perf_analyzer(server, "native_0", data, work, 32, seconds)["throughput_rps"]}
@@ -103,17 +104,8 @@ def load_setup(slo_ms: float | None = None, model: str = "superserve"):
     source = model_dir(model)
     profile = json.loads((source / "1" / "profile.json").read_text())
     config = config_from_pbtxt(source / "config.pbtxt")
-    return profile, config, slo_ms or default_slo_ms(profile, config.margin_ms)
-
-
-SLO_ALLOWANCE_PER_SAMPLE_MS = 0.3  # the benchmarks' SLO convention, unchanged since their first runs so they compare
-
-
-def default_slo_ms(profile: dict, margin_ms: float) -> float:
-    """Twice the most accurate SubNet's latency at the largest batch, plus 0.3 ms of serving per sample and the
-    model's margin."""
-    b = profile["max_batch_size"]
-    return round(2 * (profile["subnets"][-1]["latency_ms"][str(b)] + b * SLO_ALLOWANCE_PER_SAMPLE_MS + margin_ms), 1)
+    # the benchmarks' SLO convention, unchanged since their first runs so they compare
+    return profile, config, slo_ms or suggested_slo_ms(profile, config.margin_ms)
 
 
 class _MetricsPoller(threading.Thread):
@@ -214,8 +206,6 @@ def dynamics(trace: Trace, records, poller: _MetricsPoller, bin_s: float) -> dic
 def main(argv: list[str] | None = None) -> None:
     from tqdm import tqdm
 
-    from superserve.data import load_digits
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench")
     p.add_argument("--quick", action="store_true", help="a smaller grid (about 5 minutes)")
@@ -233,6 +223,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="set the loads against this capacity of the most accurate SubNet (req/s) rather than the one "
                         "measured now: runs in another spell of the machine then replay the same traces")
     p.add_argument("--model", default="superserve", choices=SERVED_MODELS, help="the SuperNet to benchmark")
+    p.add_argument("--images", type=Path, default=None,
+                   help="a folder of images to send to an image model (default: the digits for the shipped models, "
+                        "synthetic inputs of the model's shape otherwise)")
     p.add_argument("--variant", action="append", default=[], metavar="LABEL:key=value;...",
                    help="also run SuperServe with these serving parameters (docs/configuration.md) as system LABEL; "
                         "repeatable")
@@ -258,7 +251,10 @@ def main(argv: list[str] | None = None) -> None:
     if clash := {v.label for v in variants} & {s.label for s in every}:
         p.error(f"variant labels {sorted(clash)} are taken by the benchmark's own systems")
     systems = systems + variants
-    images = load_digits().test_x.numpy()
+    try:
+        images = model_inputs(model_dir(args.model), 64, args.images)
+    except (ValueError, FileNotFoundError) as exc:
+        p.error(str(exc))
     # the capacity yardstick always needs the fastest and the most accurate plain-Triton models
     top = len(profile["subnets"]) - 1
     yardsticks = [NativeModel(f"native_{i}", i) for i in (0, top) if f"native_{i}" not in {s.model for s in systems}]
@@ -266,9 +262,10 @@ def main(argv: list[str] | None = None) -> None:
     server = start_server(repo, args.out / "server.log")
     results = {"model": args.model, "slo_ms": slo_ms, "duration_s": duration, "repeats": repeats,
                "profile_threads": profile.get("threads"),
-               "serving_config": asdict(config), "traces": [], "restarts": []}
+               "serving_config": asdict(config), "inputs": describe_inputs(model_dir(args.model), args.images),
+               "traces": [], "restarts": []}
     try:
-        results["capacity"] = measure_capacity(server, profile, args.out)
+        results["capacity"] = measure_capacity(server, profile, args.out, images)
         if args.top_rps is not None:
             results["capacity"]["measured_top_rps"] = results["capacity"]["top_rps"]
             results["capacity"]["top_rps"] = args.top_rps

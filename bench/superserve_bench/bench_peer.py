@@ -32,7 +32,7 @@ import numpy as np
 
 from superserve.tritonenv import REPO_ROOT, ensure_triton_home, perf_analyzer_env, start_server
 
-from .perf import write_input_data
+from .inputs import describe_inputs, model_inputs, write_input_data
 from .prometheus import scrape, total
 from .repository import SERVED_MODELS, NativeModel, SuperServeModel, make_repository, model_dir
 
@@ -130,17 +130,16 @@ def percentiles(latencies_ms: list[float]) -> dict:
 
 
 def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_requests: int,
-        model: str = "superserve") -> dict:
-    from superserve.data import load_digits
-
+        model: str = "superserve", images_folder: Path | None = None) -> dict:
     source = model_dir(model)
     profile = json.loads((source / "1" / "profile.json").read_text())
     top = len(profile["subnets"]) - 1
     repo = make_repository(out, models(profile), profile, source)
-    data = write_input_data(out / "perf_input.json")
-    images = load_digits().test_x[:16].numpy()
+    images = model_inputs(source, 32, images_folder)
+    data = write_input_data(out / "perf_input.json", images)
     server = start_server(repo, out / "server.log")
-    report = {"concurrency": concurrency, "seconds": seconds, "low_load_requests": low_load_requests, "rounds": [],
+    report = {"model": model, "inputs": describe_inputs(source, images_folder), "concurrency": concurrency,
+              "seconds": seconds, "low_load_requests": low_load_requests, "rounds": [],
               "subnets": {"fastest": profile["subnets"][0]["id"], "most accurate": profile["subnets"][top]["id"]}}
     pooled: dict[tuple[str, str], list[float]] = {}
     try:
@@ -220,9 +219,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--low-load-requests", type=int, default=500,
                    help="sequential requests per system and round at low load")
     p.add_argument("--model", default="superserve", choices=SERVED_MODELS, help="the SuperNet to compare on")
+    p.add_argument("--images", type=Path, default=None,
+                   help="a folder of images to send to an image model (default: the digits for the shipped models, "
+                        "synthetic inputs of the model's shape otherwise)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = run(args.out, args.rounds, args.concurrency, args.seconds, args.low_load_requests, args.model)
+    try:
+        model_inputs(model_dir(args.model), 1, args.images)  # a bad folder fails here, before any server starts
+    except (ValueError, FileNotFoundError) as exc:
+        p.error(str(exc))
+    report = run(args.out, args.rounds, args.concurrency, args.seconds, args.low_load_requests, args.model,
+                 args.images)
     (args.out / "bench_peer.json").write_text(json.dumps(report, indent=1))
     table = markdown(report)
     (args.out / "bench_peer.md").write_text(table + "\n")

@@ -30,7 +30,7 @@ from superserve.tritonenv import REPO_ROOT, start_server
 
 from .bench_peer import perf_analyzer
 from .cpu import CpuMeter
-from .perf import write_input_data
+from .inputs import model_inputs, write_input_data
 from .prometheus import scrape, total
 from .repository import SuperServeModel, make_repository, model_dir
 from .traces import bursty
@@ -93,7 +93,7 @@ def run(out: Path, rounds: int, seconds: float, concurrency: int, slo_ms: float,
     server = None
     try:
         repo = make_repository(out, _models(host.grpc_url if host else None), profile, source)
-        data = write_input_data(out / "perf_input.json")
+        data = write_input_data(out / "perf_input.json", model_inputs(model_dir(), 32))
         server = start_server(repo, out / "server.log")
         roles = {"frontend": server.process.pid, **({"remote host": host.process.pid} if host else {})}
         pinned, unpinned = "pinned, most accurate", f"SlackFit-LA, SLO {slo_ms:g} ms"

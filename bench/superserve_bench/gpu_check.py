@@ -24,7 +24,7 @@ from superserve.data import load_digits
 from superserve.tritonenv import REPO_ROOT, start_server
 
 from .bench_peer import PEER_SLO_MS, perf_analyzer
-from .perf import write_input_data
+from .inputs import model_inputs, write_input_data
 from .repository import SuperServeModel, make_repository, model_dir
 
 __all__ = ["main"]
@@ -53,7 +53,7 @@ def check(out: Path, gpu: int, seconds: float) -> dict:
             report["subnets"].append({"subnet": index, "served_by": int(on_gpu.as_numpy("SUBNET")[0, 0]),
                                       "relative_error": error,
                                       "same_class": bool((logits.argmax(1) == on_cpu.argmax(1)).all())})
-        data = write_input_data(out / "perf_input.json")
+        data = write_input_data(out / "perf_input.json", model_inputs(model_dir(), 32))
         for model in ("superserve_gpu", "superserve_cpu"):
             report["saturation"][model] = perf_analyzer(server, model, data, out, 64, seconds,
                                                         {"slo_ms": PEER_SLO_MS})

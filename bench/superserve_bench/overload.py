@@ -28,6 +28,7 @@ import numpy as np
 
 from superserve.tritonenv import REPO_ROOT, start_server
 
+from .cpu import CpuMeter
 from .metrics import summarise
 from .prometheus import scrape, total
 from .replay import replay_sync
@@ -75,14 +76,18 @@ def _flood_share(url: str, model: str, rate: float, seconds: float, slo_ms: floa
 
 
 # the systems flooded, side by side in one tritonserver: label -> model
-SUPERSERVE, SINGLE, PLAIN, PLAIN_QP = ("SuperServe, 2 workers (shipped)", "SuperServe, 1 worker",
-                                       "plain Triton, fastest SubNet", "plain Triton, fastest SubNet, queue policy")
-SYSTEMS = {SUPERSERVE: "superserve", SINGLE: "superserve_1w", PLAIN: "native_0", PLAIN_QP: "native_0_qp"}
+SUPERSERVE, SUPERSERVE_QT, SINGLE, PLAIN, PLAIN_QP = (
+    "SuperServe, 2 workers (shipped)", "SuperServe, 2 workers, Triton queue timeout", "SuperServe, 1 worker",
+    "plain Triton, fastest SubNet", "plain Triton, fastest SubNet, queue policy")
+SYSTEMS = {SUPERSERVE: "superserve", SUPERSERVE_QT: "superserve_qt", SINGLE: "superserve_1w", PLAIN: "native_0",
+           PLAIN_QP: "native_0_qp"}
 QUEUE_POLICY_SIZE = 256  # plain Triton's queue policy: at most this many queued, none older than the SLO
 
 
 def _models(slo_ms: float) -> list:
-    return [SuperServeModel("superserve", workers=2), SuperServeModel("superserve_1w", workers=1),
+    return [SuperServeModel("superserve", workers=2),
+            SuperServeModel("superserve_qt", workers=2, queue_timeout_us=int(slo_ms * 1e3)),
+            SuperServeModel("superserve_1w", workers=1),
             NativeModel("native_0", 0),
             NativeModel("native_0_qp", 0, max_queue_size=QUEUE_POLICY_SIZE, queue_timeout_us=int(slo_ms * 1e3))]
 
@@ -100,15 +105,21 @@ def _flood(server, model: str, rate: float, slo_ms: float, images: np.ndarray, a
     probe = bursty(0.0, args.probe_rps, 1.0, total_s, seed=0)  # Poisson
     sampler.start()
     start_at = time.time() + 5.0  # senders start together, once their processes are up
+    meter = CpuMeter({"frontend": server.process.pid})
     try:
         with ProcessPoolExecutor(args.senders) as pool:
             shares = [pool.submit(_flood_share, server.grpc_url, model, rate / args.senders, args.seconds, slo_ms,
                                   images[:64], seed + 1, start_at, fixed_accuracy, args.connections)
                       for seed in range(args.senders)]
             time.sleep(max(0.0, start_at - time.time()))
+            meter.start()
+            cpu_s: dict = {}  # CPU seconds by role over the flood's scheduled span
+            timer = threading.Timer(args.seconds, lambda: cpu_s.update(meter.stop()))
+            timer.start()
             records = replay_sync(probe, server.grpc_url, slo_ms, images, model=model, progress=True,
                                   fixed_accuracy=fixed_accuracy)
             flood = [f.result() for f in shares]
+            timer.join()
         time.sleep(2.0)  # metrics reach Prometheus twice a second
         after = scrape(server.metrics_url)
     finally:
@@ -141,6 +152,7 @@ def _flood(server, model: str, rate: float, slo_ms: float, images: np.ndarray, a
         "samples": sampler.samples, "probe": summarise(records, slo_ms),
         "probe_recovery_after_2s": summarise(recovery, slo_ms) if recovery else None,
         "probe_lost": len(probe.arrivals_s) - len(records),
+        "cores": {role: seconds / args.seconds for role, seconds in sorted(cpu_s.items()) if seconds > 0.0},
     }
 
 
@@ -149,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from .bench import load_setup
     from .bench_peer import pinned_capacity
-    from .perf import write_input_data
+    from .inputs import model_inputs, write_input_data
     from .repository import make_repository, model_dir
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,6 +178,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--slo-ms", type=float, default=None, help="default: the benchmark's SLO (cost model)")
     p.add_argument("--systems", nargs="+", choices=list(SYSTEMS.values()), default=list(SYSTEMS.values()),
                    help="which systems to flood, in turn")
+    p.add_argument("--own-session", action="store_true",
+                   help="start tritonserver in its own session: with the kernel's autogroup scheduling the senders' "
+                        "session and the server's then split the cores between them, and on 2 cores the senders "
+                        "fall hundreds of ms behind and read their answers late (default: one session, the cores "
+                        "shared thread by thread; the senders keep their schedule)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "overload.json")
     args = p.parse_args(argv)
     _, _, slo_ms = load_setup(args.slo_ms)
@@ -175,9 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     profile = json.loads((model_dir("superserve") / "1" / "profile.json").read_text())
     repo = make_repository(work, _models(slo_ms), profile, model_dir("superserve"))
-    data = write_input_data(work / "overload_input.json")
-    server = start_server(repo, args.out.with_suffix(".server.log"))
+    data = write_input_data(work / "overload_input.json", model_inputs(model_dir(), 32))
+    server = start_server(repo, args.out.with_suffix(".server.log"), own_session=args.own_session)
     report = {"slo_ms": slo_ms, "times_asked": args.times, "flood_s": args.seconds, "senders": args.senders,
+              "server_session": "own" if args.own_session else "shared with the senders",
+              "autogroup": _autogroup(),
               "queue_policy": {"max_queue_size": QUEUE_POLICY_SIZE, "timeout_ms": slo_ms}, "systems": {}}
     try:
         # the better of two runs: on a shared machine one run can read low, which would soften the flood
@@ -203,6 +222,13 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
 
 
+def _autogroup() -> str:
+    try:
+        return "on" if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1" else "off"
+    except OSError:
+        return "unknown"
+
+
 def _line(label: str, r: dict) -> str:
     rec = r["probe_recovery_after_2s"]
     books = (f"the model answered {sum(r['model_answers'].values()):.0f} "
@@ -212,24 +238,29 @@ def _line(label: str, r: dict) -> str:
             f"Triton took {r['triton_requests']:.0f}; {books}Triton pending max {r['max_triton_pending']:.0f}, "
             f"router queue max {r['max_router_queue']:.0f}; RSS {r['rss_mb']['before']:.0f} -> max "
             f"{r['rss_mb']['max']:.0f} MB; probe {r['probe']['outcomes']}; recovery (probe 2-12 s after the flood): "
-            f"{rec['slo_attainment'] if rec else float('nan'):.4f}")
+            f"{rec['slo_attainment'] if rec else float('nan'):.4f}; cores used: "
+            f"{', '.join(f'{k} {v:.2f}' for k, v in r['cores'].items())}")
 
 
 def markdown(report: dict) -> str:
     lines = [f"Flood: {report['times_asked']:g}x the shipped model's fastest SubNet ({report['fastest_rps']:.0f} "
              f"req/s, perf_analyzer) for {report['flood_s']:.0f} s from {report['senders']} sender processes, SLO "
              f"{report['slo_ms']} ms; the systems flooded in turn in one tritonserver. Plain Triton's queue policy: "
-             f"max_queue_size {report['queue_policy']['max_queue_size']}, timeout {report['slo_ms']} ms, REJECT.", "",
+             f"max_queue_size {report['queue_policy']['max_queue_size']}, timeout {report['slo_ms']} ms, REJECT. "
+             f"The server's session: {report['server_session']} (kernel autogroup {report['autogroup']}).", "",
              "| system | delivered | flood on time (clients) | model's on-time count | Triton pending max | "
-             "router queue max | RSS before -> max MB | probe attainment | recovery (probe 2-12 s after) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "router queue max | RSS before -> max MB | probe attainment | recovery (probe 2-12 s after) | "
+             "senders' send lag p99 | cores: server / senders |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in report["systems"].items():
         rec = r["probe_recovery_after_2s"]
         model = f"{r['model_on_time']:.3f}" if r["model_on_time"] is not None else "-"
         lines.append(f"| {label} | {r['achieved_times']:.2f}x | {r['flood_on_time']:.3f} | {model} | "
                      f"{r['max_triton_pending']:.0f} | {r['max_router_queue']:.0f} | {r['rss_mb']['before']:.0f} -> "
                      f"{r['rss_mb']['max']:.0f} | {r['probe']['slo_attainment']:.3f} | "
-                     f"{rec['slo_attainment'] if rec else float('nan'):.3f} |")
+                     f"{rec['slo_attainment'] if rec else float('nan'):.3f} | {r['flood_send_error_p99_ms']:.0f} ms | "
+                     f"{sum(v for k, v in r['cores'].items() if k != 'load generator'):.2f} / "
+                     f"{r['cores'].get('load generator', 0.0):.2f} |")
     return "\n".join(lines)
 
 

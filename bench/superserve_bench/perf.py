@@ -10,7 +10,6 @@ Over gRPC with ``--request-parameter slo_ms:...``; a Poisson rate, or a saved tr
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -18,21 +17,11 @@ from pathlib import Path
 
 from superserve.tritonenv import ensure_triton_home, perf_analyzer_env
 
+from .inputs import describe_inputs, model_inputs, write_input_data
+from .repository import model_dir
 from .traces import Trace
 
-__all__ = ["perf_command", "write_input_data", "main"]
-
-
-def write_input_data(path: Path, count: int = 32) -> Path:
-    """Real held-out digits as perf_analyzer ``--input-data`` (its random FP32 data holds NaN bit patterns,
-    which the server rightly refuses)."""
-    from superserve.data import load_digits
-
-    images = load_digits().test_x[:count].numpy()
-    data = [{"INPUT": {"content": [round(float(v), 4) for v in image.ravel()], "shape": list(image.shape)}}
-            for image in images]
-    Path(path).write_text(json.dumps({"data": data}))
-    return Path(path)
+__all__ = ["perf_command", "main"]
 
 
 def perf_command(url: str, slo_ms: float, input_data: Path, rate: float | None = None,
@@ -62,14 +51,25 @@ def main(argv: list[str] | None = None) -> None:
     load.add_argument("--trace", type=Path, help="replay a saved trace (superserve_bench.traces JSON)")
     p.add_argument("--measurement-ms", type=int, default=5000)
     p.add_argument("--export", type=Path, default=None, help="perf_analyzer per-request timestamps (JSON)")
-    p.add_argument("--model", default="superserve", help="the served model, e.g. superserve_vit")
+    p.add_argument("--model", default="superserve", help="the served model, e.g. superserve_vit or ofa_resnet50")
+    p.add_argument("--model-dir", type=Path, default=None,
+                   help="the model's folder, for its input shape (default: model_repository/<model>)")
+    p.add_argument("--images", type=Path, default=None,
+                   help="a folder of images to send to an image model (preprocessed as its profile.json says); "
+                        "default: the digits for the shipped models, synthetic inputs of the model's shape otherwise")
     args = p.parse_args(argv)
+    try:
+        folder = args.model_dir or model_dir(args.model)
+        inputs = model_inputs(folder, 32, args.images)
+    except (ValueError, FileNotFoundError) as exc:
+        p.error(str(exc))
+    print(f"perf_analyzer -> {args.model}: {describe_inputs(folder, args.images)}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         intervals = None
         if args.trace:
             intervals = Path(tmp) / "intervals.txt"
             Trace.load(args.trace).write_request_intervals(intervals)
-        data = write_input_data(Path(tmp) / "input.json")
+        data = write_input_data(Path(tmp) / "input.json", inputs)
         cmd = perf_command(args.url, args.slo_ms, data, None if args.trace else args.rate, intervals,
                            args.measurement_ms, args.export, args.model)
         sys.exit(subprocess.call(cmd, env=perf_analyzer_env(ensure_triton_home())))

@@ -45,6 +45,7 @@ class SuperServeModel:
     outputs: tuple[str, ...] | None = None
     gpu: int | None = None
     workers: int = 1
+    queue_timeout_us: int = 0  # Triton's queue policy in front of the model: reject a request queued this long
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,11 @@ def _superserve_config(model: SuperServeModel, shipped: model_config_pb2.ModelCo
         kept = [o for o in config.output if o.name in model.outputs]
         del config.output[:]
         config.output.extend(kept)
+    if model.queue_timeout_us:
+        policy = config.dynamic_batching.default_queue_policy
+        policy.default_timeout_microseconds = model.queue_timeout_us
+        policy.timeout_action = model_config_pb2.ModelQueuePolicy.REJECT
+        policy.allow_timeout_override = True
     if model.gpu is not None:
         del config.instance_group[:]
         config.instance_group.add(count=1, kind=model_config_pb2.ModelInstanceGroup.KIND_GPU, gpus=[model.gpu])

@@ -18,9 +18,10 @@ from pathlib import Path
 from superserve.tritonenv import REPO_ROOT, start_server
 
 from .bench_peer import pinned_capacity
+from .inputs import model_inputs, write_input_data
 from .metrics import summarise
-from .perf import write_input_data
 from .replay import replay_sync
+from .repository import model_dir
 from .traces import bursty
 
 __all__ = ["main"]
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     chunks = max(2, int(args.minutes * 60 / args.chunk_s))
     records, memory = [], []
     try:
-        data = write_input_data(args.out.parent / "soak_input.json")
+        data = write_input_data(args.out.parent / "soak_input.json", model_inputs(model_dir(), 32))
         capacity = {"top_rps": pinned_capacity(server, data, args.out.parent, len(profile["subnets"]) - 1)}
         rate = args.load * capacity["top_rps"]
         for chunk in tqdm(range(chunks), desc=f"soak at {rate:.0f} req/s", unit="chunk"):

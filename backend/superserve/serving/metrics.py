@@ -13,16 +13,40 @@ import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-__all__ = ["Metrics", "MetricsBuffer", "MetricsSnapshot", "Binned", "OUTCOMES", "HISTOGRAMS"]
+__all__ = ["Metrics", "MetricsBuffer", "MetricsSnapshot", "Binned", "OUTCOMES", "HISTOGRAMS", "histogram_bounds"]
 
 OUTCOMES = ("on_time", "late", "shed", "error", "cancelled")
-HISTOGRAMS = {  # name -> (help, bucket upper bounds; +Inf is implied)
+HISTOGRAMS = {  # name -> (help, default bucket upper bounds; +Inf is implied)
     "batch_size": ("Samples per dispatched batch", (1, 2, 4, 8, 12, 16)),
     "served_accuracy": ("Profiled accuracy of each batch's SubNet", (0.9, 0.95, 0.97, 0.98, 0.99, 1.0)),
     "slack_ms": ("Head request's remaining slack at dispatch", (1, 2, 5, 10, 20, 50, 100, 1000)),
     "decision_us": ("Policy decision time", (1, 5, 10, 25, 50, 100, 1000)),
     "round_requests": ("Requests per execute() hand-over (round)", (1, 2, 4, 8, 16, 32, 64, 128, 256)),
 }
+MAX_ACCURACY_BUCKETS = 12
+SLACK_FRACTIONS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 20.0)  # of the default SLO
+
+
+def _powers_of_two(top: int) -> tuple[int, ...]:
+    bounds = [1]
+    while bounds[-1] < top:
+        bounds.append(min(2 * bounds[-1], top))
+    return tuple(bounds)
+
+
+def histogram_bounds(profile: dict, default_slo_ms: float, handover_samples: int) -> dict[str, tuple]:
+    """Bucket bounds that fit the served model rather than the digits': batch sizes up to its largest batch,
+    the served SubNets' own accuracies (a bucket per SubNet, at most 12), slack as fractions of its default SLO,
+    hand-overs up to its largest."""
+    accuracies = sorted({round(s["accuracy"], 4) for s in profile["subnets"]})
+    if len(accuracies) > MAX_ACCURACY_BUCKETS:
+        step = (len(accuracies) - 1) / (MAX_ACCURACY_BUCKETS - 1)
+        accuracies = sorted({accuracies[round(i * step)] for i in range(MAX_ACCURACY_BUCKETS)})
+    return {"batch_size": _powers_of_two(int(profile["max_batch_size"])),
+            "served_accuracy": tuple(accuracies),
+            "slack_ms": tuple(round(default_slo_ms * f, 3) for f in SLACK_FRACTIONS),
+            "decision_us": HISTOGRAMS["decision_us"][1],
+            "round_requests": _powers_of_two(max(1, handover_samples))}
 
 
 class Metrics:
@@ -59,7 +83,7 @@ class Metrics:
 @dataclass
 class Binned:
     """One histogram's observations since the last drain: Prometheus' cumulative bucket counts (one per bound in
-    ``HISTOGRAMS``, then +Inf), their sum and their count."""
+    the buffer's ``bounds``, then +Inf), their sum and their count."""
 
     cumulative: list[int]
     total: float = 0.0
@@ -82,7 +106,10 @@ class MetricsSnapshot:
 
 
 class MetricsBuffer(Metrics):
-    def __init__(self, max_observations: int = 20_000) -> None:
+    """``bounds``: histogram name -> bucket upper bounds (default: ``HISTOGRAMS``' own)."""
+
+    def __init__(self, max_observations: int = 20_000, bounds: dict[str, tuple] | None = None) -> None:
+        self.bounds = {name: (bounds or {}).get(name, default) for name, (_, default) in HISTOGRAMS.items()}
         self._lock = threading.Lock()
         self._outcomes: Counter = Counter()
         self._samples: Counter = Counter()
@@ -145,7 +172,7 @@ class MetricsBuffer(Metrics):
                 name, value = self._observations.popleft()
             except IndexError:
                 break
-            bounds = HISTOGRAMS[name][1]
+            bounds = self.bounds[name]
             binned = histograms.get(name)
             if binned is None:
                 binned = histograms[name] = Binned([0] * (len(bounds) + 1))

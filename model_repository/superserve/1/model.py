@@ -20,7 +20,7 @@ import triton_python_backend_utils as pb_utils
 
 from superserve.serving.config import parse_config, resolve_device
 from superserve.serving.core import SuperServeCore
-from superserve.serving.metrics import HISTOGRAMS, OUTCOMES, MetricsBuffer
+from superserve.serving.metrics import HISTOGRAMS, OUTCOMES, MetricsBuffer, histogram_bounds
 from superserve.serving.router import Router
 from superserve.serving.stub_guard import exit_with_server
 from superserve.supernet.artefacts import load_served_supernet
@@ -117,7 +117,8 @@ class _PrometheusExporter:
         # Histograms as Prometheus writes them (_bucket{le}, _sum, _count), fed from the buffer's bins: one update
         # per changed series per flush, where a native histogram would cost one per observation.
         self._histograms = {}
-        for name, (text, bounds) in HISTOGRAMS.items():
+        for name, (text, _) in HISTOGRAMS.items():
+            bounds = buffer.bounds[name]
             series = {part: self._families.setdefault(f"{name}_{part}", family(f"superserve_{name}_{part}", text,
                                                                                family.COUNTER))
                       for part in ("bucket", "sum", "count")}
@@ -201,7 +202,8 @@ class TritonPythonModel:
                                                            args["model_instance_device_id"]))
             folder = Path(args["model_repository"]) / args["model_version"]
             net, profile = load_served_supernet(folder, model_config)
-            buffer = MetricsBuffer()
+            handover = int(model_config["max_batch_size"])
+            buffer = MetricsBuffer(bounds=histogram_bounds(profile, config.default_slo_ms, handover))
             transport = _Transport([o["name"] for o in model_config["output"]])
             self.core = self.router = None
             if config.routed:
@@ -212,7 +214,7 @@ class TritonPythonModel:
                 self.router = Router.start(profile, config, transport, folder, buffer, WORKERS_READY_TIMEOUT_S)
             else:
                 self.core = SuperServeCore(net, profile, config, transport, buffer,
-                                           handover_samples=int(model_config["max_batch_size"]))
+                                           handover_samples=handover)
         except (ValueError, FileNotFoundError) as exc:
             raise pb_utils.TritonModelException(f"model {name!r} failed to load: {exc}") from exc
         self.exporter = _PrometheusExporter(name, len(profile["subnets"]), buffer,
