@@ -80,19 +80,21 @@ bench-micro: setup model  ## micro-benchmarks: actuation, in-place vs extracted 
 
 ROUNDS ?= 3
 bench-peer: setup model  ## SuperServe vs plain Triton on the same SubNet: saturation and low-load latency (ROUNDS)
-	$(PY) -m superserve_bench.bench_peer --rounds $(ROUNDS) --model $(MODEL_NAME) --out results/bench_peer
+	$(PY) -m superserve_bench.bench_peer --rounds $(ROUNDS) --model $(MODEL_NAME) --out results/bench_peer $(if $(IMAGES),--images "$(IMAGES)",)
 
 gpu-check: setup model  ## on a machine with a CUDA GPU: serve on it end to end, every SubNet checked against the CPU
 	$(PY) -m superserve_bench.gpu_check --out results/gpu_check
 
 RATE ?= 100
 SLO_MS ?= 50
-perf: setup  ## perf_analyzer against a running server (RATE=req/s, SLO_MS; TRACE=trace.json replays a trace; MODEL_NAME)
-	$(PY) -m superserve_bench.perf --url 127.0.0.1:$(GRPC_PORT) --model $(MODEL_NAME) --slo-ms $(SLO_MS) $(if $(TRACE),--trace $(TRACE),--rate $(RATE))
+perf: setup  ## perf_analyzer against a running server (RATE=req/s, SLO_MS; TRACE=trace.json replays a trace; MODEL_NAME; IMAGES=folder for an image model)
+	$(PY) -m superserve_bench.perf --url 127.0.0.1:$(GRPC_PORT) --model $(MODEL_NAME) --slo-ms $(SLO_MS) $(if $(TRACE),--trace $(TRACE),--rate $(RATE)) \
+		$(if $(IMAGES),--images "$(IMAGES)",)
 
 BENCH_OUT ?= results/bench
 bench: setup model  ## headline benchmark: SlackFit(-LA) vs plain Triton, ~28 min (QUICK=1: ~5 min; BENCH_OUT=folder; MODEL_NAME; BENCH_ARGS, e.g. --variant)
-	$(PY) -m superserve_bench.bench --out $(BENCH_OUT) --model $(MODEL_NAME) $(if $(QUICK),--quick,) $(BENCH_ARGS)
+	$(PY) -m superserve_bench.bench --out $(BENCH_OUT) --model $(MODEL_NAME) $(if $(QUICK),--quick,) \
+		$(if $(IMAGES),--images "$(IMAGES)",) $(BENCH_ARGS)
 	$(PY) -m superserve_bench.validate_sim --bench $(BENCH_OUT)
 
 RUNS ?= $(patsubst %/results.json,%,$(wildcard results/bench*/results.json))

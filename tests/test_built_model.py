@@ -84,3 +84,25 @@ def test_the_transformer_supernet_serves_a_real_accuracy_and_latency_range():
     assert max(accuracies) >= 0.95
     assert max(accuracies) - min(accuracies) >= 0.03
     assert max(full) >= 3 * min(full)
+
+
+@pytest.mark.parametrize("model", SERVED)
+def test_a_worker_maps_the_weights_file_instead_of_copying_it(model):
+    """Workers load the SuperNet mapped: every local worker of a router then shares the file's pages, one copy of
+    the weights in memory, also once the served SubNets' plans are bound and run."""
+    import torch
+
+    from superserve.serving.runner import SubnetRunner
+    from superserve.supernet.artefacts import load_supernet
+
+    folder = REPO_ROOT / "model_repository" / model / "1"
+    net, profile = load_supernet(folder, mapped=True)
+    runner = SubnetRunner(net, profile, torch.device("cpu"))
+    runner.run(len(profile["subnets"]) - 1, np.zeros((2, *runner.input_shape), np.float32))
+    path = str((folder / "supernet.pt").resolve())
+    with open("/proc/self/maps") as maps:
+        spans = [[int(a, 16) for a in line.split()[0].split("-")] for line in maps if line.rstrip().endswith(path)]
+    assert spans, f"{path} is not mapped"
+    weights = [p for p in runner.net.parameters() if p.numel()]
+    outside = [p.shape for p in weights if not any(lo <= p.data_ptr() < hi for lo, hi in spans)]
+    assert weights and not outside, outside

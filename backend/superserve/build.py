@@ -52,8 +52,8 @@ def fill_batches(measured: dict[int, float], max_batch: int) -> dict[str, float]
     for b in range(1, max_batch + 1):
         upper = next(s for s in sizes if s >= b)
         lower = max((s for s in sizes if s <= b), default=upper)
-        if upper == lower:
-            filled[str(b)] = round(measured[b if b in measured else upper], 4)
+        if upper == lower:  # b itself was timed
+            filled[str(b)] = round(measured[b], 4)
         else:
             t = (b - lower) / (upper - lower)
             filled[str(b)] = round(measured[lower] + t * (measured[upper] - measured[lower]), 4)

@@ -165,7 +165,7 @@ def _serve(args: argparse.Namespace) -> None:
     if os.getppid() != args.parent:  # the router died before the signal was armed
         return
     torch.set_num_threads(args.threads)
-    net, profile = load_supernet(Path(args.folder))
+    net, profile = load_supernet(Path(args.folder), mapped=True)  # one copy of the weights for all local workers
     runner = SubnetRunner(net, profile, torch.device(args.device))
     runner.warm_up()
     channel = socket.socket(fileno=args.channel)

@@ -208,6 +208,7 @@ class ElasticResNet(nn.Module):
         return {name: m for name, m in self.named_modules() if isinstance(m, SubnetNorm)}
 
     @torch.no_grad()
+    @torch.no_grad()  # statistics only: no autograd graph holding a chunk's activations
     def calibrate(self, subnet: SubNet, batches) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Forward calibration batches through ``subnet`` and return each SubnetNorm's exact statistics."""
         was_training = self.training

@@ -210,7 +210,7 @@ class TritonPythonModel:
                 library = logging.getLogger("superserve")
                 library.setLevel(logging.INFO)
                 library.addHandler(_TritonLog())
-                del net  # each worker process holds its own
+                del net  # the workers map the weights file themselves; the router needs none
                 self.router = Router.start(profile, config, transport, folder, buffer, WORKERS_READY_TIMEOUT_S)
             else:
                 self.core = SuperServeCore(net, profile, config, transport, buffer,
