@@ -126,5 +126,8 @@ clean:  ## remove caches and results (keeps the venv and the model)
 	rm -rf results .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-distclean: clean  ## also remove the venv, the Triton home and the built model
-	rm -rf $(VENV) .tools $(MODEL_DIR)/*.pt $(MODEL_DIR)/profile.json $(MODEL_DIR)/train_log.json
+distclean: clean  ## also remove the venv, the Triton home and every built model (make model, make ofa-model)
+	rm -rf $(VENV) .tools
+	rm -f model_repository/*/1/*.pt model_repository/*/1/profile.json model_repository/*/1/train_log.json
+	for config in $$(grep -l "built by superserve.build_ofa" model_repository/*/config.pbtxt 2>/dev/null); do \
+		rm -rf "$$(dirname "$$config")"; done

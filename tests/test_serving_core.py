@@ -213,7 +213,7 @@ def test_the_cost_model_learns_an_overhead_per_batch_and_per_sample_and_replans(
     # within 2%, though the starting 0.1 ms per sample is 5x the truth and still pulls a little
     assert cost.per_batch_ns == pytest.approx(0.4 * MS, rel=0.02)
     assert cost.per_sample_ns == pytest.approx(0.02 * MS, rel=0.02)
-    assert changes >= 1 and cost.version == changes
+    assert changes >= 1
     # the plan follows the learned overheads within the re-plan threshold (15%)
     for n in (1, BATCH_16.max_batch):
         planned = cost.profile.latency_ns(1, n) - BATCH_16.latency_ns(1, n)

@@ -98,7 +98,6 @@ class CostModel:
         self.planned_slowdown = 1.0
         self._planned = (self.overhead_ns(1), self.overhead_ns(compute.max_batch))
         self.profile = compute.with_overhead(int(self.per_batch_ns), int(self.per_sample_ns))
-        self.version = 0
 
     @property
     def per_batch_ns(self) -> float:
@@ -144,5 +143,4 @@ class CostModel:
         self._planned = (one, full)
         self.planned_slowdown = max(1.0, self.slowdown)
         self.profile = self.compute.with_overhead(int(self.per_batch_ns), int(self.per_sample_ns))
-        self.version += 1
         return True

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["QueuedRequest", "EDFQueue"]
 
@@ -77,10 +77,6 @@ class EDFQueue:
 
     def __len__(self) -> int:
         return len(self._items)
-
-    def __iter__(self) -> Iterator[QueuedRequest]:
-        """Requests in deadline order (a snapshot: for shutdown and inspection)."""
-        return iter(list(self._items))
 
     def arrival_rate(self, now_ns: int, burst: bool = False, round_min_samples: int = 1) -> float:
         """Recent arrivals, in samples per second (an exponentially weighted estimate); ``burst``: over the short
