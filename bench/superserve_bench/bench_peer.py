@@ -129,17 +129,17 @@ def percentiles(latencies_ms: list[float]) -> dict:
             "requests": len(latencies_ms)}
 
 
-def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_requests: int,
-        model: str = "superserve", images_folder: Path | None = None) -> dict:
+def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_requests: int, model: str,
+        images: np.ndarray, described: str) -> dict:
+    """``images``: the requests' inputs (``inputs.model_inputs``), ``described`` says what they are in the report."""
     source = model_dir(model)
     profile = json.loads((source / "1" / "profile.json").read_text())
     top = len(profile["subnets"]) - 1
     repo = make_repository(out, models(profile), profile, source)
-    images = model_inputs(source, 32, images_folder)
     data = write_input_data(out / "perf_input.json", images)
     server = start_server(repo, out / "server.log")
-    report = {"model": model, "inputs": describe_inputs(source, images_folder), "concurrency": concurrency,
-              "seconds": seconds, "low_load_requests": low_load_requests, "rounds": [],
+    report = {"model": model, "inputs": described, "concurrency": concurrency, "seconds": seconds,
+              "low_load_requests": low_load_requests, "rounds": [],
               "subnets": {"fastest": profile["subnets"][0]["id"], "most accurate": profile["subnets"][top]["id"]}}
     pooled: dict[tuple[str, str], list[float]] = {}
     try:
@@ -224,12 +224,12 @@ def main(argv: list[str] | None = None) -> None:
                         "synthetic inputs of the model's shape otherwise)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        model_inputs(model_dir(args.model), 1, args.images)  # a bad folder fails here, before any server starts
+    try:  # a bad folder fails here, before any server starts
+        images = model_inputs(model_dir(args.model), 32, args.images)
     except (ValueError, FileNotFoundError) as exc:
         p.error(str(exc))
     report = run(args.out, args.rounds, args.concurrency, args.seconds, args.low_load_requests, args.model,
-                 args.images)
+                 images, describe_inputs(model_dir(args.model), args.images))
     (args.out / "bench_peer.json").write_text(json.dumps(report, indent=1))
     table = markdown(report)
     (args.out / "bench_peer.md").write_text(table + "\n")

@@ -26,6 +26,11 @@ def _profile(model_dir: Path) -> dict:
     return json.loads((Path(model_dir) / "1" / "profile.json").read_text())
 
 
+def _digits(profile: dict) -> bool:
+    """A model built on the digits (the shipped ones)."""
+    return list(profile["input_shape"]) == DIGITS_SHAPE and "mnist" in profile.get("dataset", "")
+
+
 def model_inputs(model_dir: Path, count: int = 64, images: Path | None = None, seed: int = 0) -> np.ndarray:
     """``count`` inputs [count, *input_shape] FP32 for the model in ``model_dir`` (fewer when ``images`` holds
     fewer image files)."""
@@ -40,7 +45,7 @@ def model_inputs(model_dir: Path, count: int = 64, images: Path | None = None, s
         if not files:
             raise ValueError(f"no image files under {images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
         return np.stack([preprocess(p, shape[1]) for p in files])
-    if shape == DIGITS_SHAPE and "mnist" in profile.get("dataset", ""):
+    if _digits(profile):
         from superserve.data import load_digits
 
         return load_digits().test_x[:count].numpy()
@@ -52,7 +57,7 @@ def describe_inputs(model_dir: Path, images: Path | None = None) -> str:
     profile = _profile(model_dir)
     if images is not None:
         return f"images from {images}, preprocessed as profile.json says"
-    if list(profile["input_shape"]) == DIGITS_SHAPE and "mnist" in profile.get("dataset", ""):
+    if _digits(profile):
         return "held-out MNIST digits"
     return f"synthetic inputs of shape {profile['input_shape']} (seeded, normalised range)"
 
