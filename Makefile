@@ -8,7 +8,7 @@ MODEL_DIR := model_repository/superserve/1
 MODEL := $(MODEL_DIR)/profile.json
 VIT_DIR := model_repository/superserve_vit/1
 VIT_MODEL := $(VIT_DIR)/profile.json
-TRITON := .tools/tritonserver/.ready
+TRITON := .tools/triton/pytriton/tritonserver/.ready
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
@@ -18,7 +18,7 @@ VIT_LR ?= 2.5e-3
 # the served model that perf, bench and bench-peer target: superserve (ResNet) or superserve_vit (transformer)
 MODEL_NAME ?= superserve
 
-.PHONY: help setup model ofa-model serve worker-host test unit bench-micro bench-peer bench-scale bench-faults plan gpu-check perf bench bench-pool soak overload clean distclean
+.PHONY: help setup model ofa-model serve worker-host export-repo test unit bench-micro bench-peer bench-scale bench-faults plan gpu-check perf bench bench-pool soak overload clean distclean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -67,6 +67,11 @@ WORKER_METRICS_PORT ?= 8102
 worker-host: setup model  ## serve a remote worker for a router elsewhere (WORKER_GRPC_PORT 8101; BIND_ADDRESS)
 	$(PY) -m superserve.serve serve --model-repository worker_repository --http-port $(WORKER_HTTP_PORT) \
 		--grpc-port $(WORKER_GRPC_PORT) --metrics-port $(WORKER_METRICS_PORT)
+
+EXPORT_DIR ?= dist
+REPOSITORY ?= model_repository
+export-repo: setup model  ## EXPORT_DIR/model_repository for any Triton 2.51, its Python env beside it (REPOSITORY)
+	$(PY) -m superserve.export --out $(EXPORT_DIR) $(foreach r,$(REPOSITORY),--repository $(r))
 
 unit: setup  ## fast unit tests only (no model, no server)
 	$(PY) -m pytest -q -m "not integration"
@@ -122,8 +127,8 @@ FLOOD_S ?= 60
 overload: setup model  ## overload benchmark: TIMES (3.1: on 2 cores the senders deliver ~3) x the fastest SubNet's capacity for FLOOD_S (60), then recovery
 	$(PY) -m superserve_bench.overload --times $(TIMES) --seconds $(FLOOD_S) --out results/overload.json
 
-clean:  ## remove caches and results (keeps the venv and the model)
-	rm -rf results .pytest_cache
+clean:  ## remove caches, results and exported repositories (keeps the venv and the model)
+	rm -rf results .pytest_cache dist
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean  ## also remove the venv, the Triton home and every built model (make model, make ofa-model)

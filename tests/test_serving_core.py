@@ -76,6 +76,12 @@ def test_config_errors_name_the_model_and_the_parameter(params, message):
     assert "mymodel" in str(info.value)
 
 
+def test_the_python_backends_own_parameters_are_not_ours_to_refuse():
+    config = parse_config({"EXECUTION_ENV_PATH": {"string_value": "$$TRITON_MODEL_DIRECTORY/../env"},
+                           "workers": {"string_value": "2"}})
+    assert config == replace(ServingConfig(), workers=2)
+
+
 def test_workers_local_and_remote():
     assert not ServingConfig().routed  # one worker: the model's own process
     config = parse_config({"workers": "1", "remote_workers": " 10.0.0.7:8001, host-b:9001/w "})

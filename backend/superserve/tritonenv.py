@@ -25,7 +25,9 @@ __all__ = ["TritonHome", "ensure_triton_home", "server_command", "server_env", "
            "ServerProcess", "start_server", "free_ports", "python_stub_states"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_HOME = REPO_ROOT / ".tools" / "tritonserver"
+# the wheel's layout, copied: its binaries find their libraries at ../../nvidia_pytriton.libs (RPATH $ORIGIN), so
+# the copy runs with no LD_LIBRARY_PATH and nothing of the venv
+DEFAULT_HOME = REPO_ROOT / ".tools" / "triton" / "pytriton" / "tritonserver"
 HEADER_FORWARD = "x-slo.*"
 
 
@@ -52,23 +54,28 @@ def _package_dir(name: str) -> Path:
 
 
 def ensure_triton_home(home: Path = DEFAULT_HOME) -> TritonHome:
-    """Copy Triton out of the wheel and add the Python stub for this interpreter (idempotent)."""
+    """Copy Triton and its libraries out of the wheel, in the wheel's layout, and add the Python stub for this
+    interpreter (idempotent). The copy needs nothing of the venv to run: a server started from it with a bare
+    environment serves models that bring their own Python environment (``superserve.export``)."""
     wheel = _package_dir("pytriton") / "tritonserver"
     site = Path(sysconfig.get_paths()["purelib"])
-    libs = site / "nvidia_pytriton.libs"
+    wheel_libs = site / "nvidia_pytriton.libs"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = wheel / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise FileNotFoundError(f"the nvidia-pytriton wheel has no Python backend stub for Python {version}")
     home = Path(home)
+    libs = home.parents[1] / "nvidia_pytriton.libs"
     ready = home / ".ready"
     if not ready.is_file() or ready.read_text() != f"{wheel}:{version}":
-        if home.exists():
-            shutil.rmtree(home)
+        for old in (home, libs):
+            if old.exists():
+                shutil.rmtree(old)
         shutil.copytree(wheel, home, ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__"))
+        shutil.copytree(wheel_libs, libs, copy_function=_link_or_copy)
         shutil.copy2(stub, home / "backends" / "python" / "triton_python_backend_stub")
         ready.write_text(f"{wheel}:{version}")
-    extra = home.parent / "lib"
+    extra = home.parents[2] / "lib"
     extra.mkdir(parents=True, exist_ok=True)
     links = {"libb64.so.0d": glob.glob(str(libs / "libb64-*.so.0d")),
              "libcudart.so.12": glob.glob(str(site / "nvidia" / "cuda_runtime" / "lib" / "libcudart.so.12"))}
@@ -79,10 +86,18 @@ def ensure_triton_home(home: Path = DEFAULT_HOME) -> TritonHome:
     return TritonHome(home, libs, extra)
 
 
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link where the venv and the home share a file system (no second 115 MB), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def server_env(home: TritonHome) -> dict[str, str]:
-    """Environment for tritonserver: the wheel's libraries, and this venv's Python first on PATH for the stub."""
+    """Environment for tritonserver: this venv's Python first on PATH, where the stub of a model without an
+    ``EXECUTION_ENV_PATH`` finds its packages (the server itself needs nothing of it)."""
     env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(home.libs), env.get("LD_LIBRARY_PATH")]))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
@@ -188,9 +203,11 @@ def _die_with_parent(parent: int):
 
 def start_server(model_repository: Path, log: Path | None, timeout_s: float = 180,
                  extra: list[str] | None = None, ports: tuple[int, int, int] | None = None,
-                 address: str = "127.0.0.1", own_session: bool = True) -> ServerProcess:
+                 address: str = "127.0.0.1", own_session: bool = True,
+                 env: dict[str, str] | None = None) -> ServerProcess:
     """Start tritonserver (on free loopback ports unless ``ports`` = http, grpc, metrics) and wait until
-    every model is ready (polling). ``log`` None: the server writes to this process's stdout.
+    every model is ready (polling). ``log`` None: the server writes to this process's stdout. ``env``: the
+    server's whole environment (default ``server_env``).
 
     ``own_session`` False keeps the server in this process's session (its own process group still): with the
     kernel's autogroup scheduling, a session is one scheduling group, so a load generator on the same cores then
@@ -202,7 +219,7 @@ def start_server(model_repository: Path, log: Path | None, timeout_s: float = 18
     cmd = server_command(home, Path(model_repository).resolve(), http, grpc, metrics, address, extra)
     # its own process group (ServerProcess.stop kills the whole group), tied to this process's life
     group = dict(start_new_session=True) if own_session else dict(process_group=0)
-    options = dict(env=server_env(home), preexec_fn=_die_with_parent(os.getpid()), **group)
+    options = dict(env=server_env(home) if env is None else env, preexec_fn=_die_with_parent(os.getpid()), **group)
     if log is None:
         process = subprocess.Popen(cmd, **options)
     else:

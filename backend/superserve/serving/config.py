@@ -115,6 +115,8 @@ PARAMETERS = {
     "worker_timeout_min_ms": (1.0, 3_600_000.0, "... but never sooner than this"),
 }
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+# parameters that Triton's Python backend reads itself (python_be.cc), not settings of ours
+TRITON_PARAMETERS = frozenset({"EXECUTION_ENV_PATH", "FORCE_CPU_ONLY_INPUT_TENSORS"})
 
 
 def resolve_device(setting: str, instance_kind: str, instance_device_id: int | str = 0) -> str:
@@ -131,6 +133,8 @@ def parse_config(parameters: Mapping[str, object], model_name: str = "superserve
     values = {}
     for key, raw in parameters.items():
         value = raw.get("string_value") if isinstance(raw, Mapping) else raw
+        if key in TRITON_PARAMETERS:
+            continue
         if key not in known:
             raise ValueError(f"model {model_name!r}: unknown parameter {key!r}; known: {', '.join(sorted(known))}")
         kind = type(known[key].default)
