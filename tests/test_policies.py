@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from superserve.scheduler import Decision, EDFQueue, Profile, ProfileError, QueuedRequest, make_policy
-from superserve.scheduler.policies import SlackFit
+from superserve.scheduler import Decision, EDFQueue, LoadEstimate, Profile, ProfileError, QueuedRequest, make_policy
+from superserve.scheduler.policies import POLICY_NAMES, SlackFit
 
 MS = 1_000_000
 
@@ -264,25 +264,25 @@ def test_edf_queue_reads_deadlines_in_order_after_out_of_order_pushes():
     assert [q.deadline_at(i) // MS for i in range(3)] == [3, 4, 5]
 
 
-def test_edf_queue_estimates_the_recent_arrival_rate():
-    q = EDFQueue(rate_window_ns=100 * MS)
+def test_the_load_estimates_the_recent_arrival_rate():
+    q = LoadEstimate(rate_window_ns=100 * MS)
     assert q.arrival_rate(0) == 0.0
     for i in range(1000):  # 1,000 req/s for 1 s, ten time constants
-        q.push(QueuedRequest(10**12, i * MS, 0, 2))
+        q.arrived(i * MS)
     assert q.arrival_rate(999 * MS) == pytest.approx(1000, rel=0.01)
     assert q.arrival_rate(1099 * MS) == pytest.approx(1000 / 2.718281828, rel=0.01)  # decays with no arrivals
 
 
 def test_the_arrival_rate_is_read_over_the_time_seen_until_it_spans_a_time_constant():
-    q = EDFQueue(rate_window_ns=500 * MS, burst_window_ns=50 * MS)
+    q = LoadEstimate(rate_window_ns=500 * MS, burst_window_ns=50 * MS)
     for i in range(100):  # 1,000 req/s from cold, for a fifth of the long time constant
-        q.push(QueuedRequest(10**12, i * MS, 0, 2))
+        q.arrived(i * MS)
     assert q.arrival_rate(99 * MS) == pytest.approx(1000, rel=0.02)  # not 181: the count of a fifth of it
     assert q.arrival_rate(99 * MS, burst=True) == pytest.approx(1000, rel=0.02)
     # after an idle spell longer than the long time constant, a new estimate: 100 in 10 ms, over the 50 ms
     # the short time constant spans, rather than 100 on top of the old count, decayed
     for i in range(100):
-        q.push(QueuedRequest(10**12, 700 * MS + i * MS // 10, 0, 2))
+        q.arrived(700 * MS + i * MS // 10)
     assert q.arrival_rate(710 * MS) == pytest.approx(100 / (0.5 * -math.expm1(-0.1)), rel=0.02)
     decayed = sum(math.exp(-(10 - i / 10) / 50) for i in range(100))  # what the short time constant counts
     assert q.arrival_rate(710 * MS, burst=True) == pytest.approx(decayed / (0.05 * -math.expm1(-1.0)), rel=0.01)
@@ -290,21 +290,22 @@ def test_the_arrival_rate_is_read_over_the_time_seen_until_it_spans_a_time_const
 
 def _steady_queue(rate_per_s, slo_ms=100.0, waiting=1, seconds=1.0):
     """A queue after ``seconds`` of arrivals at ``rate_per_s``, all but the last ``waiting`` already served;
-    returns it and the arrival time of the last request."""
-    q = EDFQueue(rate_window_ns=100 * MS)
+    returns it, the arrival time of the last request and the load the loop counted."""
+    q, load = EDFQueue(), LoadEstimate(rate_window_ns=100 * MS, round_min_samples=PROFILE.max_batch)
     gap = int(1e9 / rate_per_s)
     count = int(seconds * rate_per_s)
     for i in range(count):
         q.push(QueuedRequest(i * gap + int(slo_ms * MS), i * gap, 0, 2))
+        load.arrived(i * gap)
     while len(q) > waiting:
         q.pop_head()
-    return q, (count - 1) * gap
+    return q, (count - 1) * gap, load
 
 
 def test_slackfit_lookahead_keeps_spare_capacity_at_the_arrival_rate():
     def decide(max_utilization, rate=500, slo_ms=100.0):
-        q, now = _steady_queue(rate, slo_ms)
-        return make_policy("slackfit-la", PROFILE, max_utilization=max_utilization).decide(q, now)
+        return make_policy("slackfit-la", PROFILE, max_utilization=max_utilization).decide(
+            *_steady_queue(rate, slo_ms))
 
     # 500 req/s leave 2 ms of server time per sample. SubNet 2 costs 4, 3, 2.7, 2.5 ms a sample in batches of
     # 1..4: over any cap. SubNet 1 costs 2, 1.5, 1.3, 1.25 ms: at a cap of 0.9 batches settle at 2 (1.5 / 0.9
@@ -329,10 +330,10 @@ def test_slackfit_lookahead_prices_the_batch_a_steady_load_settles_to_not_the_on
 
 def test_slackfit_lookahead_leaves_time_for_the_requests_it_cannot_see_yet():
     def decide(unseen_ago_ms, slo_ms=6.0, rate=1000):
-        q, now = _steady_queue(rate, slo_ms, seconds=0.3)  # the burst rate
+        q, now, load = _steady_queue(rate, slo_ms, seconds=0.3)  # the burst rate
         if unseen_ago_ms is not None:  # else nothing is out of sight, as in a queue no round has started
-            q.start_round(now - int(unseen_ago_ms * MS), now, now, 0)
-        return make_policy("slackfit-la", PROFILE).decide(q, now)
+            load.start_round(now - int(unseen_ago_ms * MS), now, now, 0)
+        return make_policy("slackfit-la", PROFILE).decide(q, now, load)
 
     # Everything is in the queue: the head's 6 ms fit SubNet 2.
     assert decide(None) == Decision(2, 1)
@@ -350,11 +351,12 @@ def test_slackfit_lookahead_leaves_time_for_the_requests_it_cannot_see_yet():
 
 def test_a_hand_over_smaller_than_a_full_batch_does_not_trip_the_burst_guard():
     def decide(samples, over_ms=1.0, slo_ms=40.0):
-        q, now = EDFQueue(), 100 * MS
-        q.start_round(now, now - int(over_ms * MS), now, samples)
+        q, load, now = EDFQueue(), LoadEstimate(round_min_samples=PROFILE.max_batch), 100 * MS
+        load.start_round(now, now - int(over_ms * MS), now, samples)
         for i in range(samples):
             q.push(QueuedRequest(now + int(slo_ms * MS), now - int(over_ms * MS) + i * MS // 10, 0, 2))
-        return make_policy("slackfit-la", PROFILE).decide(q, now)
+            load.arrived(now - int(over_ms * MS) + i * MS // 10)
+        return make_policy("slackfit-la", PROFILE).decide(q, now, load)
 
     # 3 samples in 1 ms read as 3,000/s, beyond the fastest SubNet's 4 per 2.5 ms (1,600/s): but one batch
     # serves them all, so they run on the most accurate SubNet the SLO allows
@@ -365,13 +367,13 @@ def test_a_hand_over_smaller_than_a_full_batch_does_not_trip_the_burst_guard():
     assert decide(4, over_ms=4.0) == Decision(2, 4)
 
 
-def test_edf_queue_sees_a_burst_on_its_short_time_constant():
-    q = EDFQueue(rate_window_ns=500 * MS, burst_window_ns=50 * MS)
+def test_the_load_sees_a_burst_on_its_short_time_constant():
+    q = LoadEstimate(rate_window_ns=500 * MS, burst_window_ns=50 * MS)
     for i in range(1000):  # 1,000 req/s for 1 s
-        q.push(QueuedRequest(10**12, i * MS, 0, 2))
+        q.arrived(i * MS)
     assert q.arrival_rate(999 * MS, burst=True) == pytest.approx(1000, rel=0.02)
     for i in range(100):  # then 100 in 10 ms
-        q.push(QueuedRequest(10**12, 1000 * MS + i * MS // 10, 0, 2))
+        q.arrived(1000 * MS + i * MS // 10)
     now = 1010 * MS
     assert q.arrival_rate(now) == pytest.approx(1204, rel=0.02)  # the long estimate moves by a fifth
     assert q.arrival_rate(now, burst=True) == pytest.approx(2620, rel=0.02)  # the short one sees the burst
@@ -379,46 +381,58 @@ def test_edf_queue_sees_a_burst_on_its_short_time_constant():
 
 
 def test_a_hand_over_counts_as_a_burst_rate_for_its_round():
-    q = EDFQueue(rate_window_ns=500 * MS, burst_window_ns=50 * MS)
+    q = LoadEstimate(rate_window_ns=500 * MS, burst_window_ns=50 * MS)
     q.start_round(100 * MS, 90 * MS, 100 * MS, 20)  # 20 arrived over the last 10 ms: 2,000/s
     for i in range(20):
-        q.push(QueuedRequest(10**12, 90 * MS + i * MS // 2, 0, 2))
+        q.arrived(90 * MS + i * MS // 2)
     assert q.unseen_since() == 100 * MS
     assert q.arrival_rate(100 * MS, burst=True) == pytest.approx(2000)
     assert q.arrival_rate(100 * MS) == pytest.approx(416, rel=0.05)  # the long estimate: 20 over the 50 ms it
     # has seen at least (it has seen 10)
-    assert q.arrival_rate(100 * MS, burst=True, round_min_samples=20) == pytest.approx(2000)
-    assert q.arrival_rate(100 * MS, burst=True, round_min_samples=21) == pytest.approx(571, rel=0.05)  # the short
-    # time constant alone: a hand-over of 20 is too small to count here
+    q.round_min_samples = 20
+    assert q.arrival_rate(100 * MS, burst=True) == pytest.approx(2000)
+    q.round_min_samples = 21
+    assert q.arrival_rate(100 * MS, burst=True) == pytest.approx(571, rel=0.05)  # the short time constant alone:
+    # a hand-over of 20 is too small to count here
+    q.round_min_samples = 1
     q.start_round(200 * MS, 200 * MS, 200 * MS, 1)  # a round that found the model idle says nothing of the rate
     # back to the time constants' estimates: 20 arrivals over the 110 ms seen
     assert q.arrival_rate(200 * MS, burst=True) == pytest.approx(q.arrival_rate(200 * MS))
     assert q.arrival_rate(200 * MS) < 200
 
 
-def test_edf_queue_remembers_the_highest_burst_rate_fading_over_its_memory():
-    q = EDFQueue(burst_memory_ns=1000 * MS)
-    assert q.peak_rate(0, 4000.0) == 4000.0
-    assert q.peak_rate(1000 * MS, 100.0) == pytest.approx(4000 * math.exp(-1))  # a second later, faded by e
-    assert q.peak_rate(1000 * MS, 3000.0) == 3000.0  # a higher rate than the faded one is remembered instead
-    assert q.peak_rate(2000 * MS, 0.0) == pytest.approx(3000 * math.exp(-1))
-    assert EDFQueue().peak_rate(0, 4000.0) == 0.0  # no memory: nothing remembered
+def test_the_load_remembers_the_highest_burst_rate_fading_over_its_memory():
+    q = LoadEstimate(burst_memory_ns=1000 * MS)
+    q.remember(0, 4000.0)
+    assert q.peak_rate(0) == 4000.0
+    q.remember(1000 * MS, 100.0)
+    assert q.peak_rate(1000 * MS) == pytest.approx(4000 * math.exp(-1))  # a second later, faded by e
+    q.remember(1000 * MS, 3000.0)
+    assert q.peak_rate(1000 * MS) == 3000.0  # a higher rate than the faded one is remembered instead
+    assert q.peak_rate(2000 * MS) == pytest.approx(3000 * math.exp(-1))
+    forgetful = LoadEstimate()
+    forgetful.remember(0, 4000.0)
+    assert forgetful.peak_rate(0) == 0.0  # no memory: nothing remembered
 
 
 def test_slackfit_lookahead_budgets_for_a_burst_it_remembers_in_the_lull_after_it():
     def decide(burst_memory_ms, lull_ms=100):
-        q = EDFQueue(burst_memory_ns=int(burst_memory_ms * MS))
+        q = EDFQueue()
+        load = LoadEstimate(burst_memory_ns=int(burst_memory_ms * MS), round_min_samples=PROFILE.max_batch)
         policy = make_policy("slackfit-la", PROFILE)
         for i in range(200):  # 4,000 req/s for 50 ms, served as they come
             q.push(QueuedRequest(i * MS // 4 + 40 * MS, i * MS // 4, 0, 2))
+            load.arrived(i * MS // 4)
             if len(q) == 4:
-                policy.decide(q, i * MS // 4)  # the policy reads the burst rate as it decides
+                load.remember_burst(i * MS // 4)  # as the serving loop does before each decision
                 while q:
                     q.pop_head()
         now = 50 * MS + lull_ms * MS
-        q.start_round(now, now, now, 1)  # then one request, alone, in a round that sees nothing else
+        load.start_round(now, now, now, 1)  # then one request, alone, in a round that sees nothing else
         q.push(QueuedRequest(now + 10 * MS, now, 0, 2))
-        return policy.decide(q, now)
+        load.arrived(now)
+        load.remember_burst(now)
+        return policy.decide(q, now, load)
 
     # Forgotten, the burst leaves SubNet 2 (4 ms) the head's 10 ms. Remembered (faded to 3,600/s after 100 ms),
     # 15 requests may arrive during it, and full batches of the fastest SubNet take 9.5 ms more to serve them:
@@ -426,3 +440,28 @@ def test_slackfit_lookahead_budgets_for_a_burst_it_remembers_in_the_lull_after_i
     assert decide(0) == Decision(2, 1)
     assert decide(1000) == Decision(1, 1)
     assert decide(1000, lull_ms=3000) == Decision(2, 1)  # faded to 200/s three seconds later
+
+
+@pytest.mark.parametrize("name", [n for n in POLICY_NAMES if "<" not in n] + ["fixed:1"])
+def test_a_decision_changes_nothing_it_reads_and_is_the_same_when_asked_again(name):
+    """Policies are pure: the serving loop owns the queue and the load, and asking twice gives one answer."""
+    import copy
+
+    q = EDFQueue()
+    load = LoadEstimate(rate_window_ns=100 * MS, burst_memory_ns=3000 * MS, round_min_samples=PROFILE.max_batch)
+    for i in range(40):  # a burst on top of a steady load, with every kind of SubNet range
+        arrival = i * MS // 2 if i < 30 else 15 * MS + (i - 30) * MS // 20
+        lo, hi = [(0, 2), (1, 2), (2, 2), (0, 2)][i % 4]
+        q.push(QueuedRequest(arrival + 30 * MS, arrival, lo, hi, size=1 + i % 2))
+        load.arrived(arrival, 1 + i % 2)
+    now = 16 * MS
+    load.start_round(now - MS, 15 * MS, now, 10)
+    load.remember_burst(now)
+    policy = make_policy(name, PROFILE, margin_ns=MS // 10, latency_safety=0.2, max_utilization=0.85, workers=2)
+    before = (copy.deepcopy(vars(load)), [(r.deadline_ns, r.seq, r.lo, r.hi, r.size) for r in q._items],
+              dict(q._ranges))
+    first = policy.decide(q, now, load)
+    second = policy.decide(q, now, load)
+    assert first == second
+    assert first is not None  # the state is one where every policy serves something
+    assert (vars(load), [(r.deadline_ns, r.seq, r.lo, r.hi, r.size) for r in q._items], q._ranges) == before

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .scheduler.dispatcher import Dispatcher
+from .scheduler.load import LoadEstimate
 from .scheduler.policies import Policy
 from .scheduler.queue import EDFQueue, QueuedRequest
 from .serving.handover import HandoverClock
@@ -64,7 +65,9 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
     records: list[SimulatedRecord | None] = [None] * len(arrivals)
     clocks = [HandoverClock(handover_samples, 1, int(idle_gap_ms * 1e6)) for _ in range(workers)]
     free = [(0, w) for w in range(workers)]  # (time the worker is free, worker)
-    queue = EDFQueue(int(rate_window_ms * 1e6), burst_memory_ns=int(burst_memory_ms * 1e6))
+    queue = EDFQueue()
+    load = LoadEstimate(int(rate_window_ms * 1e6), burst_memory_ns=int(burst_memory_ms * 1e6),
+                        round_min_samples=profile.max_batch)
     feasible = policy.feasible(lo, hi, slo_ns)
     i, n = 0, len(arrivals)
 
@@ -82,16 +85,18 @@ def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhe
             taken.append(i)
             i += 1
         head = clocks[worker].start(now, len(taken), len(taken))
-        queue.start_round(clocks[worker].unseen_since(), head, now, len(taken))
+        load.start_round(clocks[worker].unseen_since(), head, now, len(taken))
         for position, k in enumerate(taken):
             if not feasible:
                 records[k] = SimulatedRecord(arrivals[k] / 1e9, 0.0, "shed")
                 continue
             arrival = HandoverClock.arrival(head, now, position, len(taken), arrival_spread)
             queue.push(QueuedRequest(arrival + slo_ns, arrival, lo, hi, payload=k))
+            load.arrived(arrival)
         held: list[tuple[QueuedRequest, int]] = []  # computed, waiting for the end of the round
         while len(queue):
-            decision = policy.decide(queue, now)
+            load.remember_burst(now)
+            decision = policy.decide(queue, now, load)
             if decision is None:
                 k = queue.pop_head().payload
                 records[k] = SimulatedRecord(arrivals[k] / 1e9, (now - arrivals[k]) / 1e6, "shed")
@@ -128,8 +133,10 @@ def simulate_router(arrivals_s, make_policy: Callable[[int], Policy], slo_ms: fl
     each batch taking its profiled latency plus ``overhead_ms``. ``kills``: (time s, worker) at which a worker
     dies; its batch is requeued or refused as live, and it is back ``restart_s`` later (None: never). Every
     arrival ends in one record."""
-    dispatcher = Dispatcher(make_policy, workers, EDFQueue(int(rate_window_ms * 1e6),
-                                                           burst_memory_ns=int(burst_memory_ms * 1e6)))
+    max_batch = make_policy(1).profile.max_batch
+    dispatcher = Dispatcher(make_policy, workers, LoadEstimate(int(rate_window_ms * 1e6),
+                                                               burst_memory_ns=int(burst_memory_ms * 1e6),
+                                                               round_min_samples=max_batch))
     for w in range(workers):
         dispatcher.restore(w)
     profile = dispatcher.policy.profile

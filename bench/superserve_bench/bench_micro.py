@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from superserve.scheduler import EDFQueue, Profile, QueuedRequest, make_policy
+from superserve.scheduler import EDFQueue, LoadEstimate, Profile, QueuedRequest, make_policy
 from superserve.serving.config import ServingConfig
 from superserve.supernet import family_of
 from superserve.supernet.artefacts import load_supernet
@@ -123,12 +123,17 @@ def decision_times(profile: dict, queue_lengths=(1, 16, 256), decisions: int = 2
                              max_utilization=config.max_utilization)
         for n in queue_lengths:
             queue = EDFQueue()
+            load = LoadEstimate(int(config.rate_window_ms * 1e6), burst_memory_ns=int(config.burst_memory_ms * 1e6),
+                                round_min_samples=p.max_batch)
             for _ in range(n):
                 queue.push(QueuedRequest(rng.randrange(0, 2 * top), 0, 0, p.size - 1))
+                load.arrived(0)
             times = []
             for i in range(decisions):
+                now = -(i % 1000) * 10_000
                 start = time.perf_counter_ns()
-                policy.decide(queue, -(i % 1000) * 10_000)
+                load.remember_burst(now)  # as the serving loop does before each decision
+                policy.decide(queue, now, load)
                 times.append(time.perf_counter_ns() - start)
             out[f"{policy_name}@{n}"] = {"p50_us": _percentile(times, 0.5) / 1e3, "p99_us": _percentile(times, 0.99) / 1e3}
     return out

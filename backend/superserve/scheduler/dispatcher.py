@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .load import LoadEstimate
 from .policies import Policy
 from .queue import EDFQueue, QueuedRequest
 
@@ -38,10 +39,11 @@ class Dispatcher:
     (a worker lost or back) and when the caller says the costs changed (``replan``). Workers start down: a worker
     is up once its owner says it is ready (``restore``)."""
 
-    def __init__(self, make_policy: Callable[[int], Policy], workers: int, queue: EDFQueue | None = None) -> None:
+    def __init__(self, make_policy: Callable[[int], Policy], workers: int, load: LoadEstimate | None = None) -> None:
         if workers < 1:
             raise ValueError(f"a dispatcher needs at least one worker, got {workers}")
-        self.queue = queue if queue is not None else EDFQueue()
+        self.queue = EDFQueue()
+        self.load = load if load is not None else LoadEstimate()
         self._make_policy = make_policy
         self.up = [False] * workers
         self.running: list[Assignment | None] = [None] * workers
@@ -58,7 +60,9 @@ class Dispatcher:
         self._full_batch_ns = None  # the fastest full batch, as the new policy plans it
 
     def push(self, request: QueuedRequest) -> None:
+        """Queue a request that has just arrived (and count it in the load)."""
         self.queue.push(request)
+        self.load.arrived(request.arrival_ns, request.size)
 
     def admits(self, lo: int, hi: int, deadline_ns: int, now_ns: int) -> bool:
         """Can a request (SubNets ``lo..hi``, due ``deadline_ns``) arriving now still be served in time, behind the
@@ -83,9 +87,10 @@ class Dispatcher:
         their deadlines any more: answer them UNAVAILABLE). None when the queue ran empty."""
         if not self.idle(worker):
             raise ValueError(f"worker {worker} is {'busy' if self.up[worker] else 'down'}: it cannot take a batch")
-        queue, shed = self.queue, []
+        queue, load, shed = self.queue, self.load, []
         while queue:
-            decision = self.policy.decide(queue, now_ns)
+            load.remember_burst(now_ns)
+            decision = self.policy.decide(queue, now_ns, load)
             if decision is None:
                 shed.append(queue.pop_head())
                 continue
@@ -114,7 +119,7 @@ class Dispatcher:
         requeued, refused = [], []
         for request in assignment.batch if assignment else ():
             if self.workers_up and self.policy.feasible(request.lo, request.hi, request.deadline_ns - now_ns):
-                self.queue.push(request, arrived=False)
+                self.queue.push(request)  # not a new arrival: the load does not count it again
                 requeued.append(request)
             else:
                 refused.append(request)

@@ -1,9 +1,9 @@
-"""Scheduling policies: pure functions of (queue, profile, now) returning which SubNet runs how many requests.
+"""Scheduling policies: pure functions of (queue, load, profile, now) returning which SubNet runs how many requests.
 
 The live Triton model, the benchmarks and the simulator call the same objects. A policy never runs a
-model and never removes requests; it returns a ``Decision`` for the request at the head of the EDF
-queue, or ``None`` when even the fastest SubNet allowed for that request cannot meet its deadline
-(the caller then sheds the head and asks again).
+model, never removes requests and changes nothing it reads (the queue, the ``LoadEstimate``); it returns a
+``Decision`` for the request at the head of the EDF queue, or ``None`` when even the fastest SubNet allowed
+for that request cannot meet its deadline (the caller then sheds the head and asks again).
 
 - ``slackfit`` (SuperServe): latency buckets evenly spaced between the fastest SubNet at batch 1 and the
   slowest at the largest batch; each bucket holds the (SubNet, batch) with the largest batch whose latency
@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from .load import IDLE, LoadEstimate
 from .profile import Profile
 
 __all__ = ["Decision", "QueueView", "Policy", "SlackFit", "SlackFitLookahead", "MaxAcc", "MaxBatch", "Fixed", "Cheapest",
@@ -53,10 +54,6 @@ class QueueView(Protocol):
     def count_for(self, subnet: int) -> int: ...
     def deadline_at(self, position: int) -> int: ...
     def position_of(self, deadline_ns: int, start: int = 0) -> int: ...  # first position due at or after it
-    def arrival_rate(self, now_ns: int, burst: bool = False) -> float: ...
-    def unseen_since(self) -> int | None: ...  # arrivals after this are not in the queue yet (None: all are)
-    def round_rate(self) -> float: ...
-    def peak_rate(self, now_ns: int, rate: float) -> float: ...
 
 
 class Policy:
@@ -74,7 +71,9 @@ class Policy:
     def allowed(self, lo: int, hi: int) -> tuple[int, int]:
         return lo, hi
 
-    def decide(self, queue: QueueView, now_ns: int) -> Decision | None:
+    def decide(self, queue: QueueView, now_ns: int, load: LoadEstimate = IDLE) -> Decision | None:
+        """The next (SubNet, batch) for the queue's head; ``load``: what the serving loop knows of arrivals (only
+        ``slackfit-la`` reads it)."""
         head = queue.head()
         lo, hi = self.allowed(head.lo, head.hi)
         if lo > hi:
@@ -82,7 +81,7 @@ class Policy:
         slack = head.deadline_ns - now_ns - self.margin_ns
         if slack < self.floor_ns(lo, hi):  # nothing fits, whatever the policy: overloaded, it sheds thousands/s
             return None
-        return self.choose(queue, lo, hi, slack, now_ns)
+        return self.choose(queue, lo, hi, slack, now_ns, load)
 
     def floor_ns(self, lo: int, hi: int) -> int:
         """The least latency of any SubNet lo..hi (at batch 1): a head with less slack is shed by every policy."""
@@ -91,7 +90,8 @@ class Policy:
             floor = self._floors[(lo, hi)] = min(self.profile.latency_ns(s, 1) for s in range(lo, hi + 1))
         return floor
 
-    def choose(self, queue: QueueView, lo: int, hi: int, slack_ns: int, now_ns: int) -> Decision | None:
+    def choose(self, queue: QueueView, lo: int, hi: int, slack_ns: int, now_ns: int,
+               load: LoadEstimate = IDLE) -> Decision | None:
         raise NotImplementedError
 
     def feasible(self, lo: int, hi: int, slo_ns: int) -> bool:
@@ -165,7 +165,7 @@ class SlackFit(Policy):
             choices.append(Decision(best[1], best[0]))
         return edges, choices
 
-    def choose(self, queue, lo, hi, slack_ns, now_ns):
+    def choose(self, queue, lo, hi, slack_ns, now_ns, load=IDLE):
         edges, choices = self.buckets(lo, hi)
         i = bisect.bisect_right(edges, slack_ns) - 1
         if i < 0:
@@ -189,12 +189,12 @@ class SlackFitLookahead(Policy):
       allowed SubNet on the ``workers`` that are up, must still meet each batch's first deadline. Positions
       count requests; a request holding several images counts as one;
     - the unseen backlog: behind Triton's batcher, requests that arrive during a round wait in Triton's queue
-      until the round ends (``queue.unseen_since()``). At the burst rate (the recent one, or the highest the
-      queue remembers, faded, if that is higher: ``EDFQueue.peak_rate``), as many arrive while this batch and
+      until the round ends (``load.unseen_since()``). At the burst rate (the recent one, or the highest the
+      loop remembers, faded, if that is higher: ``LoadEstimate.peak_rate``), as many arrive while this batch and
       the rest of the round run, and the fastest SubNet must still serve them within the SLO of the first
       (that of the head), counted from when they can first have arrived. Remembered, a burst keeps slow
       SubNets' long batches out of the lulls between bursts, where the next burst caught them in full;
-    - the utilization cap: at the queue's recent arrival rate, batches on this SubNet settle at the smallest
+    - the utilization cap: at the recent arrival rate, batches on this SubNet settle at the smallest
       size k whose cost per sample keeps the server busy at most ``max_utilization`` of the time, and a
       request then waits for one such batch and runs in the next, so two batches of k must fit the head's
       SLO. Behind Triton's batcher a batch is what gathered during the previous one: a full batch's cost per
@@ -236,7 +236,7 @@ class SlackFitLookahead(Policy):
             self._settle_cost.append(costs)
         self._fastest_tables: dict[tuple[int, int], tuple[list[int], int]] = {}
 
-    def choose(self, queue, lo, hi, slack_ns, now_ns):
+    def choose(self, queue, lo, hi, slack_ns, now_ns, load=IDLE):
         p = self.profile
         fastest, cheapest = self._fastest(lo, hi)
         taken = min(p.max_batch, len(queue))
@@ -244,15 +244,15 @@ class SlackFitLookahead(Policy):
         head = queue.head()
         slo_ns = head.deadline_ns - head.arrival_ns
         # what arrives is shared by the workers that are up: each sees its share
-        rate = queue.arrival_rate(now_ns) / self.workers if self.max_utilization < 1.0 else 0.0
-        # not even the fastest keeps up with this burst: it alone runs. A hand-over smaller than a full batch
-        # says nothing of that (a cluster of 9 in the 1.5 ms of a one-request round read as 6,000/s)
-        guard = queue.arrival_rate(now_ns, burst=True, round_min_samples=p.max_batch) / 1e9 / self.workers  # per ns
+        rate = load.arrival_rate(now_ns) / self.workers if self.max_utilization < 1.0 else 0.0
+        # not even the fastest keeps up with this burst: it alone runs (a hand-over counts only if it holds a
+        # full batch: the loop sets the load's ``round_min_samples`` to the profile's largest batch)
+        guard = load.arrival_rate(now_ns, burst=True) / 1e9 / self.workers  # per ns
         if guard * fastest[-1] > p.max_batch:
             hi = lo = cheapest
-        # the unseen backlog counts any hand-over's rate, and the bursts the queue remembers
-        burst = max(guard, queue.round_rate() / 1e9, queue.peak_rate(now_ns, guard * 1e9) / 1e9)
-        unseen = queue.unseen_since()
+        # the unseen backlog counts any hand-over's rate, and the bursts the loop remembers
+        burst = max(guard, load.round_rate() / 1e9, load.peak_rate(now_ns) / 1e9 / self.workers)
+        unseen = load.unseen_since()
         if unseen is not None:
             rest_ns = self.drain_ns(len(queue) - taken, fastest)
             unseen_left = unseen + slo_ns - self.margin_ns - now_ns - rest_ns  # for this batch, then the unseen
@@ -340,7 +340,7 @@ class SlackFitLookahead(Policy):
 class MaxAcc(Policy):
     name = "maxacc"
 
-    def choose(self, queue, lo, hi, slack_ns, now_ns):
+    def choose(self, queue, lo, hi, slack_ns, now_ns, load=IDLE):
         for s in range(hi, lo - 1, -1):
             if self.profile.latency_ns(s, 1) <= slack_ns:
                 return Decision(s, self._largest_batch(s, slack_ns, min(self.profile.max_batch, queue.count_for(s))))
@@ -350,7 +350,7 @@ class MaxAcc(Policy):
 class MaxBatch(Policy):
     name = "maxbatch"
 
-    def choose(self, queue, lo, hi, slack_ns, now_ns):
+    def choose(self, queue, lo, hi, slack_ns, now_ns, load=IDLE):
         best = None
         for s in range(hi, lo - 1, -1):  # most accurate first, so ties keep the more accurate SubNet
             b = self._largest_batch(s, slack_ns, min(self.profile.max_batch, queue.count_for(s)))
@@ -372,7 +372,7 @@ class Fixed(Policy):
     def allowed(self, lo, hi):
         return (self.subnet, self.subnet) if lo <= self.subnet <= hi else (1, 0)
 
-    def choose(self, queue, lo, hi, slack_ns, now_ns):
+    def choose(self, queue, lo, hi, slack_ns, now_ns, load=IDLE):
         return self._fill(lo, queue, slack_ns)
 
 
@@ -384,7 +384,7 @@ class Cheapest(Policy):
     def allowed(self, lo, hi):
         return lo, lo
 
-    def choose(self, queue, lo, hi, slack_ns, now_ns):
+    def choose(self, queue, lo, hi, slack_ns, now_ns, load=IDLE):
         return self._fill(lo, queue, slack_ns)
 
 

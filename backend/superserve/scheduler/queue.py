@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import math
 from typing import Any
 
 __all__ = ["QueuedRequest", "EDFQueue"]
@@ -48,83 +47,19 @@ def _deadline(request: QueuedRequest) -> int:
 
 
 class EDFQueue:
-    """Sorted on (deadline, arrival order). Not thread-safe: the dispatcher holds its own lock."""
+    """Sorted on (deadline, arrival order). Not thread-safe: the dispatcher holds its own lock. How fast requests
+    arrive is not the queue's business: the serving loop counts arrivals in a ``LoadEstimate``."""
 
-    def __init__(self, rate_window_ns: int = 500_000_000, burst_window_ns: int = 50_000_000,
-                 burst_memory_ns: int = 0) -> None:
+    def __init__(self) -> None:
         self._items: list[QueuedRequest] = []
-        # Arrival rates: samples counted with exponential decay over a time constant, a long one for the load
-        # and a short one that sees a burst within a few batches. From the first arrival (or the first after an
-        # idle spell) the count is read over the time seen so far: read over the whole time constant, a load
-        # starting from cold looked a fifth of what it was for the first 100 ms and half for 350 ms, and the
-        # utilization cap let a burst at start-up in on the most accurate SubNets.
-        self._windows_ns = (rate_window_ns, burst_window_ns)
-        self._decayed = [0.0, 0.0]
-        self._last_arrival_ns: int | None = None
-        self._first_arrival_ns = 0  # of the arrivals counted since the estimate (re)started
-        # Arrivals after this time are not in the queue yet (they wait in Triton's queue until the round
-        # ends); None: every arrival is in it.
-        self._unseen_since_ns: int | None = None
-        self._round_rate = 0.0  # samples per second over the current round's hand-over
-        self._round_samples = 0
-        # The highest burst rate a policy read, fading over ``burst_memory_ns``: on a bursty load the next burst
-        # comes as fast as the last, and a slow batch started in the lull between them meets it in full.
-        self._burst_memory_ns = burst_memory_ns
-        self._peak_rate = 0.0
-        self._peak_ns = 0
         self._seq = itertools.count()
         self._ranges: dict[tuple[int, int], int] = {}
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def arrival_rate(self, now_ns: int, burst: bool = False, round_min_samples: int = 1) -> float:
-        """Recent arrivals, in samples per second (an exponentially weighted estimate); ``burst``: over the short
-        time constant, never below the long one, and at least the current hand-over's own rate if it holds
-        ``round_min_samples`` or more."""
-        if self._last_arrival_ns is None:
-            return 0.0
-        age = max(0, now_ns - self._last_arrival_ns)
-        # Over the time seen so far (at least the short time constant) until it spans a long one: the decayed
-        # count of a steady rate grows to its full weight only over a time constant.
-        seen = max(now_ns - self._first_arrival_ns, self._windows_ns[1])
-        rates = [decayed * math.exp(-age / window) * 1e9 / (window * -math.expm1(-seen / window))
-                 for decayed, window in zip(self._decayed, self._windows_ns)]
-        if not burst:
-            return rates[0]
-        return max(*rates, self._round_rate if self._round_samples >= round_min_samples else 0.0)
-
-    def start_round(self, unseen_since_ns: int, head_ns: int, now_ns: int, samples: int) -> None:
-        """A hand-over of ``samples`` that arrived from ``head_ns`` on is about to be pushed; what arrives from
-        ``unseen_since_ns`` on stays out of sight until the round ends. The hand-over's own rate counts as a
-        burst rate for this round: the short time constant takes tens of ms to see a burst in full."""
-        self._unseen_since_ns = unseen_since_ns
-        self._round_rate = samples * 1e9 / (now_ns - head_ns) if now_ns > head_ns else 0.0
-        self._round_samples = samples
-
-    def peak_rate(self, now_ns: int, rate: float) -> float:
-        """Remember ``rate`` (a burst rate read now, samples per second); returns the highest remembered, faded
-        by its age over the burst memory (0 without a memory)."""
-        if not self._burst_memory_ns:
-            return 0.0
-        faded = self._peak_rate * math.exp((self._peak_ns - now_ns) / self._burst_memory_ns)
-        if rate >= faded:
-            self._peak_rate, self._peak_ns = rate, now_ns
-            return rate
-        return faded
-
-    def round_rate(self) -> float:
-        """The current hand-over's own rate, samples per second (0 if it found the model idle)."""
-        return self._round_rate
-
-    def unseen_since(self) -> int | None:
-        return self._unseen_since_ns
-
-    def push(self, request: QueuedRequest, arrived: bool = True) -> None:
-        """Queue ``request``; ``arrived`` False: it is back from a worker that was lost (not a new arrival)."""
+    def push(self, request: QueuedRequest) -> None:
         request.seq = next(self._seq)
-        if arrived:
-            self._count_arrival(request)
         items = self._items
         if not items or not request < items[-1]:
             items.append(request)
@@ -132,22 +67,6 @@ class EDFQueue:
             bisect.insort_right(items, request)
         key = (request.lo, request.hi)
         self._ranges[key] = self._ranges.get(key, 0) + request.size
-
-    def _count_arrival(self, request: QueuedRequest) -> None:
-        decayed = self._decayed
-        if self._last_arrival_ns is None or request.arrival_ns - self._last_arrival_ns > self._windows_ns[0]:
-            # the first arrival, or the first after an idle spell of a long time constant: a new estimate
-            self._decayed = decayed = [0.0, 0.0]
-            self._first_arrival_ns = request.arrival_ns
-            self._last_arrival_ns = request.arrival_ns
-        if request.arrival_ns > self._last_arrival_ns:
-            age = request.arrival_ns - self._last_arrival_ns
-            decayed[0] = decayed[0] * math.exp(-age / self._windows_ns[0]) + request.size
-            decayed[1] = decayed[1] * math.exp(-age / self._windows_ns[1]) + request.size
-            self._last_arrival_ns = request.arrival_ns
-        else:
-            decayed[0] += request.size
-            decayed[1] += request.size
 
     def head(self) -> QueuedRequest:
         return self._items[0]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..scheduler.cost_model import CostModel
+from ..scheduler.load import LoadEstimate
 from ..scheduler.policies import make_policy
 from ..scheduler.profile import Profile
 from ..scheduler.queue import EDFQueue, QueuedRequest
@@ -90,8 +91,9 @@ class SuperServeCore:
         self.metrics.cost_model(self.cost.per_batch_ns, self.cost.per_sample_ns)
         self.handover = HandoverClock(handover_samples or self.max_batch, self.max_batch,
                                       int(config.idle_gap_ms * 1e6), int(config.idle_gap_per_answer_ms * 1e6))
-        # empty between rounds; keeps the arrival rates and the bursts it remembers
-        self.queue = EDFQueue(int(config.rate_window_ms * 1e6), burst_memory_ns=int(config.burst_memory_ms * 1e6))
+        self.queue = EDFQueue()  # empty between rounds
+        self.load = LoadEstimate(int(config.rate_window_ms * 1e6), burst_memory_ns=int(config.burst_memory_ms * 1e6),
+                                 round_min_samples=self.max_batch)  # kept across rounds
         self._specs = SpecCache(self.cost.compute, config.default_slo_ms, config.max_slo_ms, _SPEC_CACHE_SIZE)
         self._feasibility: dict[object, bool] = {}  # RequestSpec -> meetable on an idle server, under this policy
         # A send blocks until Triton has the response (an IPC round trip per answer): early answers go out from
@@ -124,7 +126,8 @@ class SuperServeCore:
         self._batch_ns = 0
         head = self.handover.start(now, samples, len(valid))
         queue = self.queue
-        queue.start_round(self.handover.unseen_since(), head, now, samples)
+        load = self.load
+        load.start_round(self.handover.unseen_since(), head, now, samples)
         for position, (slot, handle, images, spec) in enumerate(valid):
             if not self._feasible(spec):
                 responses[slot] = self._refuse(images)
@@ -132,6 +135,7 @@ class SuperServeCore:
             arrival = HandoverClock.arrival(head, now, position, len(valid), self.config.arrival_spread)
             queue.push(QueuedRequest(arrival + spec.slo_ns, arrival, spec.lo, spec.hi, (slot, handle, images),
                                      images.shape[0]))
+            load.arrived(arrival, images.shape[0])
         held: list[QueuedRequest] = []  # computed, answered in the returned list
         try:
             while queue:
@@ -165,7 +169,8 @@ class SuperServeCore:
         queue, transport = self.queue, self.transport
         now = self.clock()
         started = time.perf_counter_ns()
-        decision = self.policy.decide(queue, now)
+        self.load.remember_burst(now)
+        decision = self.policy.decide(queue, now, self.load)
         decided_ns = time.perf_counter_ns() - started
         if decision is None:
             request = queue.pop_head()
