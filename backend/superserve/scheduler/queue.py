@@ -81,7 +81,11 @@ class EDFQueue:
 
     def count_for(self, subnet: int) -> int:
         """How many waiting samples ``subnet`` may serve."""
-        return sum(n for (lo, hi), n in self._ranges.items() if lo <= subnet <= hi)
+        total = 0
+        for (lo, hi), n in self._ranges.items():  # a loop, not sum() over a generator: half the time
+            if lo <= subnet <= hi:
+                total += n
+        return total
 
     def _forget(self, request: QueuedRequest) -> None:
         key = (request.lo, request.hi)
