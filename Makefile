@@ -33,18 +33,18 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	touch $@
 
 $(TRITON): $(STAMP)
-	$(PY) -m superserve.serve setup
+	$(PY) -m superserve.runtime.serve setup
 
 model: $(MODEL) $(VIT_MODEL)  ## train + calibrate + profile the served SuperNets (ResNet, transformer) if missing
 
 $(MODEL_DIR)/supernet.pt: | $(STAMP)
-	$(PY) -m superserve.train --out $(MODEL_DIR) --epochs $(EPOCHS)
+	$(PY) -m superserve.build.train --out $(MODEL_DIR) --epochs $(EPOCHS)
 
 $(MODEL): $(MODEL_DIR)/supernet.pt | $(STAMP)
 	$(PY) -m superserve.build --out $(MODEL_DIR)
 
 $(VIT_DIR)/supernet.pt: | $(STAMP) $(MODEL)  # distilled from the built ResNet's most accurate SubNet
-	$(PY) -m superserve.train --space mnist_vit --out $(VIT_DIR) --epochs $(VIT_EPOCHS) --lr $(VIT_LR) \
+	$(PY) -m superserve.build.train --space mnist_vit --out $(VIT_DIR) --epochs $(VIT_EPOCHS) --lr $(VIT_LR) \
 		--teacher $(MODEL_DIR)
 
 $(VIT_MODEL): $(VIT_DIR)/supernet.pt | $(STAMP)
@@ -53,25 +53,25 @@ $(VIT_MODEL): $(VIT_DIR)/supernet.pt | $(STAMP)
 RESOLUTION ?= 224
 OFA_NAME ?= ofa_resnet50
 ofa-model: setup  ## serve your OFA ResNet-50: CHECKPOINT=file IMAGES=class folders (RESOLUTION, SUBNETS=json, OFA_NAME, DEVICE, PER_CLASS, CLASSES=file, SLO_MS, PROFILING=full|quick|auto)
-	$(PY) -m superserve.build_ofa --checkpoint "$(CHECKPOINT)" --images "$(IMAGES)" --out model_repository/$(OFA_NAME) \
+	$(PY) -m superserve.build.ofa --checkpoint "$(CHECKPOINT)" --images "$(IMAGES)" --out model_repository/$(OFA_NAME) \
 		--resolution $(RESOLUTION) $(if $(SUBNETS),--subnets "$(SUBNETS)",) $(if $(DEVICE),--device $(DEVICE),) \
 		$(if $(PER_CLASS),--per-class $(PER_CLASS),) $(if $(CLASSES),--classes "$(CLASSES)",) \
 		$(if $(filter command line,$(origin SLO_MS)),--slo-ms $(SLO_MS),) $(if $(PROFILING),--profiling $(PROFILING),)
 
 serve: setup model  ## start tritonserver on 127.0.0.1 (HTTP_PORT, GRPC_PORT, METRICS_PORT)
-	$(PY) -m superserve.serve serve --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	$(PY) -m superserve.runtime.serve serve --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 WORKER_HTTP_PORT ?= 8100
 WORKER_GRPC_PORT ?= 8101
 WORKER_METRICS_PORT ?= 8102
 worker-host: setup model  ## serve a remote worker for a router elsewhere (WORKER_GRPC_PORT 8101; BIND_ADDRESS)
-	$(PY) -m superserve.serve serve --model-repository worker_repository --http-port $(WORKER_HTTP_PORT) \
+	$(PY) -m superserve.runtime.serve serve --model-repository worker_repository --http-port $(WORKER_HTTP_PORT) \
 		--grpc-port $(WORKER_GRPC_PORT) --metrics-port $(WORKER_METRICS_PORT)
 
 EXPORT_DIR ?= dist
 REPOSITORY ?= model_repository
 export-repo: setup model  ## EXPORT_DIR/model_repository for any Triton 2.51, its Python env beside it (REPOSITORY)
-	$(PY) -m superserve.export --out $(EXPORT_DIR) $(foreach r,$(REPOSITORY),--repository $(r))
+	$(PY) -m superserve.runtime.export --out $(EXPORT_DIR) $(foreach r,$(REPOSITORY),--repository $(r))
 
 unit: setup  ## fast unit tests only (no model, no server)
 	$(PY) -m pytest -q -m "not integration"
@@ -134,5 +134,5 @@ clean:  ## remove caches, results and exported repositories (keeps the venv and 
 distclean: clean  ## also remove the venv, the Triton home and every built model (make model, make ofa-model)
 	rm -rf $(VENV) .tools
 	rm -f model_repository/*/1/*.pt model_repository/*/1/profile.json model_repository/*/1/train_log.json
-	for config in $$(grep -l "built by superserve.build_ofa" model_repository/*/config.pbtxt 2>/dev/null); do \
+	for config in $$(grep -l "built by superserve.build" model_repository/*/config.pbtxt 2>/dev/null); do \
 		rm -rf "$$(dirname "$$config")"; done

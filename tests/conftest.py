@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from superserve.tritonenv import REPO_ROOT, start_server
+from superserve.runtime.tritonenv import REPO_ROOT, start_server
 
 MODEL_DIR = REPO_ROOT / "model_repository" / "superserve" / "1"
 
@@ -27,7 +27,7 @@ def profile():
 
 @pytest.fixture(scope="session")
 def digits():
-    from superserve.data import load_digits
+    from superserve.build.data import load_digits
 
     data = load_digits()
     return data.test_x.numpy(), data.test_y.numpy()

@@ -115,13 +115,26 @@ def test_the_supernet_knows_no_server_and_no_scheduler():
             assert not bad, (module, bad)
 
 
-def test_the_serving_core_knows_no_benchmark_and_no_build_or_training_code():
+def test_the_serving_core_knows_no_benchmark_no_build_and_no_runtime():
     for module in FILES:
         if _in(module, "superserve.serving"):
-            bad = {m for m in _reachable(module) if _in(m, "superserve_bench", "superserve.build", "superserve.train",
-                                                         "superserve.profiling", "superserve.data",
-                                                         "superserve.build_ofa", "superserve.imagefolder")}
+            bad = {m for m in _reachable(module) if _in(m, "superserve_bench", "superserve.build", "superserve.runtime")}
             assert not bad, (module, bad)
+
+
+def test_the_build_knows_no_benchmark_and_no_runtime():
+    # it may use serving's config and Triton contract to write a model that serves, but not run a server
+    for module in FILES:
+        if _in(module, "superserve.build"):
+            bad = {m for m in _reachable(module) if _in(m, "superserve_bench", "superserve.runtime")}
+            assert not bad, (module, bad)
+
+
+def test_every_module_lives_in_the_folder_of_its_job():
+    loose = {m for m in FILES if m.startswith("superserve.") and m.count(".") == 1}
+    jobs = {"superserve.supernet", "superserve.scheduler", "superserve.serving", "superserve.build",
+            "superserve.runtime"}
+    assert loose == jobs, loose - jobs
 
 
 def test_the_triton_adapter_imports_only_the_serving_core_and_the_artefact_loader():
@@ -141,8 +154,8 @@ def test_nothing_imports_the_benchmarks_and_the_runtime_knows_none():
     for module in FILES:
         if not _in(module, "superserve_bench"):
             assert not {m for m in _direct(module) if _in(m, "superserve_bench")}, module
-    for runtime in ("superserve.tritonenv", "superserve.supervisor", "superserve.serve"):
-        assert not {m for m in _reachable(runtime) if _in(m, "superserve_bench")}, runtime
+    for runtime in (m for m in FILES if _in(m, "superserve.runtime")):
+        assert not {m for m in _reachable(runtime) if _in(m, "superserve_bench", "superserve.build")}, runtime
 
 
 def test_no_module_imports_itself_through_others():

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from superserve.data import load_digits
+from superserve.build.data import load_digits
 from superserve.serving.config import read_model_config
 from superserve.supernet import SPACES
-from superserve.supernet.artefacts import check_model_config
-from superserve.tritonenv import REPO_ROOT
+from superserve.serving.contract import check_model_config
+from superserve.runtime.tritonenv import REPO_ROOT
 
 pytestmark = pytest.mark.integration  # needs the built models, like the server tests
 

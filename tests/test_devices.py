@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from superserve.profiling import accuracy, latency_curve_ms, latency_ms
+from superserve.build.profiling import accuracy, latency_curve_ms, latency_ms
 from superserve.serving.config import ServingConfig, parse_config, resolve_device
 from superserve.serving.core import SuperServeCore
 from superserve.supernet import MNIST_RESNET, MNIST_VIT, ElasticResNet, ElasticTransformer, family_of

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from superserve.export import ENV_NAME, built_models, export, exported_config
-from superserve.tritonenv import REPO_ROOT, start_server
+from superserve.runtime.export import ENV_NAME, built_models, export, exported_config
+from superserve.runtime.tritonenv import REPO_ROOT, start_server
 
 REPOSITORIES = (REPO_ROOT / "model_repository", REPO_ROOT / "worker_repository")
 VENV = str(Path(sys.prefix).resolve())

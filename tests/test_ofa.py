@@ -1,5 +1,5 @@
 """Bring your own OFA ResNet-50, end to end: a checkpoint in OFA's format (the project's writer, OFA's key names,
-seeded random weights) and a generated class-per-folder image folder, built by ``superserve.build_ofa`` at a
+seeded random weights) and a generated class-per-folder image folder, built by ``superserve.build.ofa`` at a
 small resolution and served by a real tritonserver beside the default model."""
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ import tritonclient.http as httpclient
 from google.protobuf import json_format
 from PIL import Image
 
-from superserve.build import fill_batches, profiled_batches, profiling_estimate_s, suggested_slo_ms
-from superserve.build_ofa import ADAPTER, build_ofa, main, mapping_warning
-from superserve.imagefolder import class_labels, ilsvrc2012_wnids, load_image_folder, preprocess
+from superserve.build.pipeline import fill_batches, profiled_batches, profiling_estimate_s, suggested_slo_ms
+from superserve.build.ofa import ADAPTER, build_ofa, main, mapping_warning
+from superserve.build.imagefolder import class_labels, ilsvrc2012_wnids, load_image_folder, preprocess
 from superserve.serving.config import read_model_config
 from superserve.supernet import OFA_RESNET50, ElasticResNet, family_of
-from superserve.supernet.artefacts import check_model_config, load_supernet
+from superserve.serving.contract import check_model_config
+from superserve.supernet.artefacts import load_supernet
 from superserve.supernet.checkpoint import save_ofa_checkpoint
-from superserve.tritonenv import REPO_ROOT, start_server
+from superserve.runtime.tritonenv import REPO_ROOT, start_server
 
 RESOLUTION = 32
 # a subset of ImageNet's synsets, scored against the checkpoint's outputs 0, 470 and 999 (not 0, 1, 2)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from superserve.tritonenv import REPO_ROOT, process_alive, python_stub_states, start_server
+from superserve.runtime.tritonenv import REPO_ROOT, process_alive, python_stub_states, start_server
 from superserve_bench.replay import replay_sync
 from superserve_bench.traces import Trace, bursty
 
@@ -255,7 +255,7 @@ def test_unload_answers_every_queued_request_and_stops_the_stub(tmp_path, profil
 def test_stop_leaves_nothing_of_the_server_process_group(tmp_path, script, code):
     """ServerProcess.stop: whether the server ignores SIGTERM or exits before its children (as tritonserver
     can before a Python stub), neither the server nor a child is left running."""
-    from superserve.tritonenv import ServerProcess
+    from superserve.runtime.tritonenv import ServerProcess
 
     process = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
     child = int(process.stdout.readline())  # the child inherits an ignored SIGTERM
@@ -274,8 +274,8 @@ def test_supervisor_restarts_the_server_when_a_python_stub_dies(tmp_path, digits
     import os
     import threading
 
-    from superserve.supervisor import Supervisor
-    from superserve.tritonenv import free_ports
+    from superserve.runtime.supervisor import Supervisor
+    from superserve.runtime.tritonenv import free_ports
 
     ports = tuple(free_ports(3))
     supervisor = Supervisor(lambda: start_server(REPO_ROOT / "model_repository", tmp_path / "server.log",
@@ -313,16 +313,16 @@ def test_supervisor_restarts_the_server_when_a_python_stub_dies(tmp_path, digits
     assert not _wait_gone(new_stubs, 5.0)
 
 
-@pytest.mark.integration  # starts `python -m superserve.serve serve`, what `make serve` runs
+@pytest.mark.integration  # starts `python -m superserve.runtime.serve serve`, what `make serve` runs
 def test_the_server_and_its_stubs_never_outlive_a_killed_supervisor(tmp_path):
     import os
     import sys
 
-    from superserve.tritonenv import free_ports
+    from superserve.runtime.tritonenv import free_ports
 
     http, grpc_port, metrics = free_ports(3)
     with open(tmp_path / "serve.log", "w") as log:
-        supervisor = subprocess.Popen([sys.executable, "-m", "superserve.serve", "serve", "--http-port", str(http),
+        supervisor = subprocess.Popen([sys.executable, "-m", "superserve.runtime.serve", "serve", "--http-port", str(http),
                                        "--grpc-port", str(grpc_port), "--metrics-port", str(metrics)],
                                       cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     server_pids: list[int] = []

@@ -18,7 +18,7 @@ from superserve.serving.handover import HandoverClock
 from superserve.serving.metrics import MetricsBuffer
 from superserve.serving.requests import RequestError, check_finite, check_images, parse_parameters
 from superserve.supernet import MNIST_RESNET, ElasticResNet
-from superserve.tritonenv import REPO_ROOT
+from superserve.runtime.tritonenv import REPO_ROOT
 
 PROFILE = Profile.from_dict({"max_batch_size": 2, "subnets": [
     {"accuracy": 0.90, "latency_ms": {"1": 1.0, "2": 1.5}},

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from superserve.scheduler import Profile, make_policy
-from superserve.simulator import simulate, simulate_router
+from superserve.serving.simulator import simulate, simulate_router
 
 PROFILE = Profile.from_dict({"max_batch_size": 4, "subnets": [
     {"accuracy": 0.90, "latency_ms": {"1": 1.0, "2": 1.2, "3": 1.4, "4": 1.6}},

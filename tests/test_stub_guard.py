@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from superserve.tritonenv import process_alive
+from superserve.runtime.tritonenv import process_alive
 
 # The "stub": starts its guard, reports both pids, then sleeps: like a stub deadlocked on a dead server,
 # nothing of its own ends it.

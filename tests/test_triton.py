@@ -14,7 +14,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from superserve.serving.config import config_from_pbtxt
-from superserve.tritonenv import REPO_ROOT, ensure_triton_home, perf_analyzer_env, start_server
+from superserve.runtime.tritonenv import REPO_ROOT, ensure_triton_home, perf_analyzer_env, start_server
 
 MODEL = "superserve"
 PROTOCOLS = ("http", "grpc")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from superserve.tritonenv import REPO_ROOT, start_server
+from superserve.runtime.tritonenv import REPO_ROOT, start_server
 from superserve_bench.faults import running_workers, worker_events
 from superserve_bench.prometheus import scrape, total
 from superserve_bench.replay import replay_sync

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from superserve.build import suggested_slo_ms
+from superserve.build.pipeline import suggested_slo_ms
 from superserve.serving.config import config_from_pbtxt, parse_config
-from superserve.tritonenv import REPO_ROOT, start_server
+from superserve.runtime.tritonenv import REPO_ROOT, start_server
 
 from .bench_peer import perf_analyzer
 from .compare import ADAPTIVE, FIXED_PREFIX, aggregate, compare_to_fixed
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
                             raise SystemExit(f"Python stubs kept dying on {trace.name} / {system.label}; see "
                                              f"{args.out / 'server.log'}")
                         reruns += 1
-                        # A Python stub died (upstream Triton bug, see superserve.supervisor): this run's
+                        # A Python stub died (upstream Triton bug, see superserve.runtime.supervisor): this run's
                         # figures are void. Restart the server, warm it up, run again, and say so.
                         results["restarts"].append({"trace": trace.name, "system": system.label, "repeat": rep,
                                                     "dead_stubs": dead})

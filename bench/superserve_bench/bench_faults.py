@@ -29,8 +29,8 @@ import numpy as np
 
 from superserve.scheduler import Profile, make_policy
 from superserve.serving.config import ServingConfig
-from superserve.simulator import simulate_router
-from superserve.tritonenv import REPO_ROOT, start_server
+from superserve.serving.simulator import simulate_router
+from superserve.runtime.tritonenv import REPO_ROOT, start_server
 
 from .faults import running_workers, worker_events
 from .repository import SuperServeModel, make_repository, model_dir
@@ -96,7 +96,7 @@ def live(out: Path, rate: float, seconds: float, kill_at_s: list[float], slo_ms:
          warm_up_s: float = 10.0) -> dict:
     """The shipped model under a bursty trace, a worker SIGKILLed at each of ``kill_at_s``, after ``warm_up_s`` of
     the same load, unmeasured (a fresh server's first seconds, not a fault, would show otherwise)."""
-    from superserve.data import load_digits
+    from superserve.build.data import load_digits
 
     from .replay import replay_sync
 

@@ -21,7 +21,7 @@ from superserve.scheduler import EDFQueue, LoadEstimate, Profile, QueuedRequest,
 from superserve.serving.config import ServingConfig
 from superserve.supernet import family_of
 from superserve.supernet.artefacts import load_supernet
-from superserve.tritonenv import REPO_ROOT
+from superserve.runtime.tritonenv import REPO_ROOT
 
 __all__ = ["main"]
 

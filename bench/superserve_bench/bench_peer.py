@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from superserve.tritonenv import REPO_ROOT, ensure_triton_home, perf_analyzer_env, start_server
+from superserve.runtime.tritonenv import REPO_ROOT, ensure_triton_home, perf_analyzer_env, start_server
 
 from .inputs import describe_inputs, model_inputs, write_input_data
 from .prometheus import scrape, total

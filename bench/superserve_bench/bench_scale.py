@@ -26,7 +26,7 @@ import json
 import time
 from pathlib import Path
 
-from superserve.tritonenv import REPO_ROOT, start_server
+from superserve.runtime.tritonenv import REPO_ROOT, start_server
 
 from .bench_peer import perf_analyzer
 from .cpu import CpuMeter
@@ -73,7 +73,7 @@ def _served(before: dict, after: dict, model: str, profile: dict) -> dict:
 
 def _replayed(server, model: str, rate: float, seconds: float, slo_ms: float, seed: int) -> dict:
     """Open-loop Poisson load on ``model``: (req/s answered on time or late, the clients' attainment)."""
-    from superserve.data import load_digits
+    from superserve.build.data import load_digits
 
     from .replay import replay_sync
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import tritonclient.grpc as grpcclient
 
-from superserve.data import load_digits
-from superserve.tritonenv import REPO_ROOT, start_server
+from superserve.build.data import load_digits
+from superserve.runtime.tritonenv import REPO_ROOT, start_server
 
 from .bench_peer import PEER_SLO_MS, perf_analyzer
 from .inputs import model_inputs, write_input_data

@@ -3,7 +3,7 @@
 
 - The shipped digit models: held-out MNIST digits.
 - An image model (3xRxR, ImageNet-normalised, e.g. an imported OFA ResNet-50) given a folder of images: those
-  images, preprocessed exactly as the build preprocessed its own (``superserve.imagefolder.preprocess``).
+  images, preprocessed exactly as the build preprocessed its own (``superserve.build.imagefolder.preprocess``).
 - Otherwise: seeded synthetic inputs in the model's shape, drawn from the normalised range (no NaN; perf_analyzer's
   own random FP32 data holds NaN bit patterns, which the server rightly refuses). Latency does not depend on the
   values; the accuracy a benchmark reports is the profile's, not measured on these.
@@ -37,7 +37,7 @@ def model_inputs(model_dir: Path, count: int = 64, images: Path | None = None, s
     profile = _profile(model_dir)
     shape = list(profile["input_shape"])
     if images is not None:
-        from superserve.imagefolder import IMAGE_SUFFIXES, preprocess
+        from superserve.build.imagefolder import IMAGE_SUFFIXES, preprocess
 
         if len(shape) != 3 or shape[0] != 3 or shape[1] != shape[2]:
             raise ValueError(f"--images needs a model of 3xRxR images; {Path(model_dir).name} takes {shape}")
@@ -46,7 +46,7 @@ def model_inputs(model_dir: Path, count: int = 64, images: Path | None = None, s
             raise ValueError(f"no image files under {images} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
         return np.stack([preprocess(p, shape[1]) for p in files])
     if _digits(profile):
-        from superserve.data import load_digits
+        from superserve.build.data import load_digits
 
         return load_digits().test_x[:count].numpy()
     return np.random.default_rng(seed).standard_normal((count, *shape)).clip(-2.0, 2.0).astype(np.float32)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from superserve.tritonenv import REPO_ROOT, start_server
+from superserve.runtime.tritonenv import REPO_ROOT, start_server
 
 from .cpu import CpuMeter
 from .metrics import summarise
@@ -157,7 +157,7 @@ def _flood(server, model: str, rate: float, slo_ms: float, images: np.ndarray, a
 
 
 def main(argv: list[str] | None = None) -> None:
-    from superserve.data import load_digits
+    from superserve.build.data import load_digits
 
     from .bench import load_setup
     from .bench_peer import pinned_capacity

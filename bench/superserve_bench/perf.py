@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from superserve.tritonenv import ensure_triton_home, perf_analyzer_env
+from superserve.runtime.tritonenv import ensure_triton_home, perf_analyzer_env
 
 from .inputs import describe_inputs, model_inputs, write_input_data
 from .repository import model_dir

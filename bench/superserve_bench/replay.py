@@ -144,7 +144,7 @@ def replay_sync(*args, **kwargs) -> list[Record]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from superserve.data import load_digits
+    from superserve.build.data import load_digits
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trace", type=Path, required=True, help="a trace JSON file (superserve_bench.traces)")

@@ -13,7 +13,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from superserve.serving.config import read_model_config
-from superserve.tritonenv import REPO_ROOT
+from superserve.runtime.tritonenv import REPO_ROOT
 
 __all__ = ["SuperServeModel", "NativeModel", "make_repository", "model_dir", "MODEL_DIR", "SERVED_MODELS"]
 

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from superserve.tritonenv import REPO_ROOT, start_server
+from superserve.runtime.tritonenv import REPO_ROOT, start_server
 
 from .bench_peer import pinned_capacity
 from .inputs import model_inputs, write_input_data
@@ -45,7 +45,7 @@ def _rss_kb(root_pid: int) -> int:
 def main(argv: list[str] | None = None) -> None:
     from tqdm import tqdm
 
-    from superserve.data import load_digits
+    from superserve.build.data import load_digits
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=10.0)

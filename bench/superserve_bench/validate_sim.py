@@ -16,7 +16,7 @@ from pathlib import Path
 
 from superserve.scheduler import Profile, make_policy
 from superserve.serving.config import ServingConfig, parse_config, read_model_config
-from superserve.simulator import simulate
+from superserve.serving.simulator import simulate
 
 from .bench import LEAD_IN_S, load_setup
 from .metrics import summarise

@@ -23,7 +23,7 @@ from superserve.serving.core import SuperServeCore
 from superserve.serving.metrics import HISTOGRAMS, OUTCOMES, MetricsBuffer, histogram_bounds
 from superserve.serving.router import Router
 from superserve.serving.stub_guard import exit_with_server
-from superserve.supernet.artefacts import load_served_supernet
+from superserve.serving.contract import load_served_supernet
 
 GIL_SWITCH_INTERVAL_S = 0.0002
 WORKERS_READY_TIMEOUT_S = 300

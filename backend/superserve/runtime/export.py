@@ -1,6 +1,6 @@
 """``make export-repo``: a model repository that any Triton 2.51 server can load, with the Python its models need.
 
-    python -m superserve.export --out DIR [--repository model_repository ...] [MODEL ...]
+    python -m superserve.runtime.export --out DIR [--repository model_repository ...] [MODEL ...]
     tritonserver --model-repository DIR/model_repository
 
 Triton's Python backend runs a model's stub in the environment that the model's ``EXECUTION_ENV_PATH`` names:
@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -41,7 +42,7 @@ _ARTEFACTS_PARAMETER = re.compile(
 # The venv's own activate names the folder it was made in; this one finds its folder when sourced (the stub
 # launcher runs it with bash), so the exported repository can be copied anywhere.
 _ACTIVATE = """\
-# written by superserve.export: Triton's Python backend sources this before it starts a model's stub
+# written by superserve.runtime.export: Triton's Python backend sources this before it starts a model's stub
 VIRTUAL_ENV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export VIRTUAL_ENV
 PATH="$VIRTUAL_ENV/bin:$PATH"
@@ -56,7 +57,7 @@ def exported_config(text: str) -> str:
     text = entry.sub("", text)
     if not text.endswith("\n"):
         text += "\n"
-    return (text + f"# the Python environment this model runs in (written by superserve.export)\n"
+    return (text + f"# the Python environment this model runs in (written by superserve.runtime.export)\n"
             f'parameters: {{ key: "{ENV_PARAMETER}" value: {{ string_value: "{ENV_PATH}" }} }}\n')
 
 
@@ -82,8 +83,12 @@ def _run(cmd: Sequence[str], what: str) -> None:
 def make_environment(env: Path, wheels: Path, python: str = sys.executable, say=print) -> None:
     """A virtual environment at ``env`` with this package and its runtime dependencies, pinned by constraints.txt."""
     say(f"building the superserve wheel into {wheels}")
-    _run([python, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps", "--no-build-isolation",
-          "-w", str(wheels), str(REPO_ROOT)], "building the wheel")
+    with tempfile.TemporaryDirectory() as source:  # a clean copy: setuptools' build/ in the checkout may be stale
+        for part in ("backend", "bench"):
+            shutil.copytree(REPO_ROOT / part, Path(source) / part, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(REPO_ROOT / "pyproject.toml", source)
+        _run([python, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps", "--no-build-isolation",
+              "-w", str(wheels), source], "building the wheel")
     wheel = max(wheels.glob("superserve-*.whl"), key=lambda p: p.stat().st_mtime)
     say(f"creating the Python environment {env} (torch, numpy, tritonclient; about a minute from pip's cache)")
     _run([python, "-m", "venv", str(env)], "creating the environment")

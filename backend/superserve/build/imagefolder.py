@@ -1,6 +1,6 @@
 """A user's own labelled images, from a local folder in the class-per-folder layout (``ROOT/<class>/<image>``).
 
-What ``superserve.build_ofa`` builds a served ImageNet-style model from. Each image is decoded with Pillow, its
+What ``superserve.build.ofa`` builds a served ImageNet-style model from. Each image is decoded with Pillow, its
 shorter side resized to ``resolution / 0.875`` and centre-cropped to ``resolution`` (ImageNet evaluation's
 transform), scaled to [0, 1] and normalised with the ImageNet mean and std, channels first: exactly the tensor a
 client sends the served model. A class's label is the checkpoint's output index for it: a folder named by an

@@ -1,7 +1,7 @@
 """Run the real Triton 2.51 server that the nvidia-pytriton wheel bundles, without Docker or a GPU.
 
 Assembles a Triton home from the wheel (once) and starts ``tritonserver`` on it, for ``make serve``
-(``superserve.serve``), the integration tests and the benchmarks, and gives perf_analyzer its two libraries.
+(``superserve.runtime.serve``), the integration tests and the benchmarks, and gives perf_analyzer its two libraries.
 A server started here dies with the process that started it, even if that process is killed outright.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 __all__ = ["TritonHome", "ensure_triton_home", "server_command", "server_env", "perf_analyzer_env", "REPO_ROOT",
            "ServerProcess", "start_server", "free_ports", "python_stub_states"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 # the wheel's layout, copied: its binaries find their libraries at ../../nvidia_pytriton.libs (RPATH $ORIGIN), so
 # the copy runs with no LD_LIBRARY_PATH and nothing of the venv
 DEFAULT_HOME = REPO_ROOT / ".tools" / "triton" / "pytriton" / "tritonserver"
@@ -56,7 +56,7 @@ def _package_dir(name: str) -> Path:
 def ensure_triton_home(home: Path = DEFAULT_HOME) -> TritonHome:
     """Copy Triton and its libraries out of the wheel, in the wheel's layout, and add the Python stub for this
     interpreter (idempotent). The copy needs nothing of the venv to run: a server started from it with a bare
-    environment serves models that bring their own Python environment (``superserve.export``)."""
+    environment serves models that bring their own Python environment (``superserve.runtime.export``)."""
     wheel = _package_dir("pytriton") / "tritonserver"
     site = Path(sysconfig.get_paths()["purelib"])
     wheel_libs = site / "nvidia_pytriton.libs"

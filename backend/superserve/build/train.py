@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import load_digits
-from .supernet import SPACES, new_supernet
-from .supernet.artefacts import load_supernet, save_weights
+from ..supernet import SPACES, new_supernet
+from ..supernet.artefacts import load_supernet, save_weights
 
 __all__ = ["train_supernet", "augment", "main"]
 

@@ -1,11 +1,11 @@
 """Turn your own OFA ResNet-50 checkpoint and images into a served SuperServe model. Nothing is downloaded.
 
-    .venv/bin/python -m superserve.build_ofa --checkpoint ofa_resnet50.pth --images DIR \\
+    .venv/bin/python -m superserve.build.ofa --checkpoint ofa_resnet50.pth --images DIR \\
         --out model_repository/ofa_resnet50 [--resolution 224] [--subnets subnets.json | --candidates 40]
 
 ``--checkpoint``: a local file in OFA's format (``{"state_dict": ...}`` with OFA's key names, as OFA publishes
 its ResNet-50 SuperNet). ``--images``: a local folder with one sub-folder of images per class, split per class
-into calibration, validation and test images (``superserve.imagefolder``: a folder named by an ILSVRC-2012 synset
+into calibration, validation and test images (``superserve.build.imagefolder``: a folder named by an ILSVRC-2012 synset
 gets that synset's ImageNet class index, the checkpoint's output for it; other names need ``--classes``).
 ``--subnets``: a JSON list of SubNets in OFA's ``{"d", "e", "w"}`` form (or ours); without it, the largest, the
 smallest and ``--candidates`` sampled SubNets compete. Images are kept on disk, not in memory; the latency profile
@@ -28,17 +28,17 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from .build import MAX_BATCH, PROFILING_MODES, build, suggested_slo_ms
+from ..serving.config import ServingConfig
+from ..serving.contract import OPTIONAL_OUTPUTS
+from ..supernet import OFA_RESNET50, ElasticResNet
+from ..supernet.artefacts import save_weights
+from ..supernet.checkpoint import load_ofa_checkpoint
 from .imagefolder import load_image_folder
-from .serving.config import ServingConfig
-from .supernet import OFA_RESNET50, ElasticResNet
-from .supernet.artefacts import OPTIONAL_OUTPUTS, save_weights
-from .supernet.checkpoint import load_ofa_checkpoint
-from .tritonenv import REPO_ROOT
+from .pipeline import MAX_BATCH, PROFILING_MODES, build, suggested_slo_ms
 
 __all__ = ["build_ofa", "model_config", "mapping_warning", "main"]
 
-ADAPTER = REPO_ROOT / "model_repository" / "superserve" / "1" / "model.py"
+ADAPTER = Path(__file__).resolve().parents[3] / "model_repository" / "superserve" / "1" / "model.py"  # the checkout's
 HANDOVER_BATCHES = 8  # one execute() takes up to this many largest batches, as the shipped models do
 CHANCE_FACTOR = 5  # a best accuracy under this many times chance (1 / classes present), or under halfway from
 # chance to 1 for a few classes, gets a warning
@@ -76,7 +76,7 @@ def model_config(name: str, resolution: int, num_classes: int, max_batch: int, d
         config.instance_group.add(count=1, kind=group.KIND_GPU, gpus=[int(device.partition(":")[2] or 0)])
     else:
         config.instance_group.add(count=1, kind=group.KIND_CPU)
-    header = [f"# {name}: a SuperServe model built by superserve.build_ofa (docs/configuration.md lists its settings).",
+    header = [f"# {name}: a SuperServe model built by superserve.build.ofa (docs/configuration.md lists its settings).",
               f"# One execute() hand-over takes up to {HANDOVER_BATCHES} of its largest batches ({max_batch})."]
     if default_slo_ms is not None:
         config.parameters["default_slo_ms"].string_value = f"{default_slo_ms:g}"

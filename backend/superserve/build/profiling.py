@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 
-__all__ = ["accuracy", "latency_ms", "latency_curve_ms", "pareto_front"]
+__all__ = ["accuracy", "latency_ms", "latency_curve_ms"]
 
 
 @torch.inference_mode()
@@ -68,17 +68,3 @@ def _one_pass_ns(model: torch.nn.Module, example: torch.Tensor, device: torch.de
     start_ns = time.perf_counter_ns()
     model(example)
     return time.perf_counter_ns() - start_ns
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of points (cost, value) that no other point beats on both: lower cost and higher value.
-
-    Returned in ascending cost (and so ascending value) order.
-    """
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], float("-inf")
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front

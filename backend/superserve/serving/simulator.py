@@ -20,11 +20,11 @@ import itertools
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .scheduler.dispatcher import Dispatcher
-from .scheduler.load import LoadEstimate
-from .scheduler.policies import Policy
-from .scheduler.queue import EDFQueue, QueuedRequest
-from .serving.handover import HandoverClock
+from ..scheduler.dispatcher import Dispatcher
+from ..scheduler.load import LoadEstimate
+from ..scheduler.policies import Policy
+from ..scheduler.queue import EDFQueue, QueuedRequest
+from .handover import HandoverClock
 
 __all__ = ["SimulatedRecord", "simulate", "simulate_router"]
 

@@ -1,7 +1,7 @@
 """Build a SuperNet's serving artefacts: calibrate SubnetNorm, pick the Pareto SubNets, profile.
 
 ``python -m superserve.build --out model_repository/superserve/1`` reads the trained ``supernet.pt`` (of any
-family) and, on the digits (or, from ``superserve.build_ofa``, on the user's own images), writes beside it
+family) and, on the digits (or, from ``superserve.build.ofa``, on the user's own images), writes beside it
 ``subnet_norm.pt`` (per-SubNet BatchNorm statistics of the served SubNets, for families with BatchNorm) and
 ``profile.json`` (the served SubNets with accuracy, parameters and latency per batch size, measured on
 ``--device``). SubNets are chosen on the validation split; the accuracy reported is measured on the test split,
@@ -22,9 +22,10 @@ import torch
 from tqdm import tqdm
 
 from .data import load_digits
-from .profiling import accuracy, latency_curve_ms, latency_ms, pareto_front
-from .supernet import family_of
-from .supernet.artefacts import load_weights
+from .profiling import accuracy, latency_curve_ms, latency_ms
+from .selection import pareto_front
+from ..supernet import family_of
+from ..supernet.artefacts import load_weights
 
 __all__ = ["build", "main", "suggested_slo_ms", "PROFILE_FORMAT"]
 
@@ -193,7 +194,8 @@ def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m superserve.build", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="model version folder holding supernet.pt")
     p.add_argument("--candidates", type=int, default=100, help="random SubNets evaluated besides the extremes")
     p.add_argument("--repeats", type=int, default=7, help="timed forward passes per (SubNet, batch size)")

@@ -1,8 +1,8 @@
 """``make serve``: set up the Triton home from the wheel and run tritonserver on the model repository.
 
-    python -m superserve.serve setup               # assemble the Triton home (once)
-    python -m superserve.serve serve [--no-restart] [tritonserver flags...]
-    python -m superserve.serve perf-env            # LD_LIBRARY_PATH for perf_analyzer
+    python -m superserve.runtime.serve setup               # assemble the Triton home (once)
+    python -m superserve.runtime.serve serve [--no-restart] [tritonserver flags...]
+    python -m superserve.runtime.serve perf-env            # LD_LIBRARY_PATH for perf_analyzer
 
 ``serve`` binds 127.0.0.1 and runs tritonserver under a supervisor that restarts it if a Python stub dies
 (an upstream Triton bug); ``--no-restart`` execs plain tritonserver instead.
