@@ -18,7 +18,7 @@ VIT_LR ?= 2.5e-3
 # the served model that perf, bench and bench-peer target: superserve (ResNet) or superserve_vit (transformer)
 MODEL_NAME ?= superserve
 
-.PHONY: help setup model ofa-model serve worker-host export-repo test unit bench-micro bench-peer bench-scale bench-faults plan gpu-check perf bench bench-pool soak overload clean distclean
+.PHONY: help setup model ofa-model serve worker-host export-repo test unit bench-micro bench-peer bench-scale bench-faults ablation plan gpu-check perf bench bench-pool soak overload clean distclean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -114,6 +114,10 @@ bench-faults: setup model  ## workers SIGKILLed under a bursty load (live), and 
 
 PLAN_RATE ?= 1000
 PLAN_CV2 ?= 1
+ablation: setup model  ## SIMULATED ablation: each SlackFit-LA rule off in turn on the held-out traces (SEEDS, 3), both models
+	$(PY) -m superserve_bench.ablation --model superserve --seeds $(or $(SEEDS),3) --out results/ablation
+	$(PY) -m superserve_bench.ablation --model superserve_vit --seeds $(or $(SEEDS),3) --out results/ablation
+
 plan: setup model  ## SIMULATED capacity plan: workers needed for 0.999 attainment (PLAN_RATE, PLAN_CV2, SLO_MS, TRACE)
 	$(PY) -m superserve_bench.plan $(if $(TRACE),--trace $(TRACE),--rate $(PLAN_RATE) --cv2 $(PLAN_CV2)) \
 		$(if $(filter command line,$(origin SLO_MS)),--slo-ms $(SLO_MS),) $(if $(PROFILING),--profiling $(PROFILING),) --model $(MODEL_NAME)

@@ -465,3 +465,30 @@ def test_a_decision_changes_nothing_it_reads_and_is_the_same_when_asked_again(na
     assert first == second
     assert first is not None  # the state is one where every policy serves something
     assert (vars(load), [(r.deadline_ns, r.seq, r.lo, r.hi, r.size) for r in q._items], q._ranges) == before
+
+
+def test_each_slackfit_la_rule_can_be_switched_off_and_changes_a_decision_it_made():
+    def la(*rules_off):
+        return make_policy("slackfit-la", PROFILE, rules_off=frozenset(rules_off))
+
+    backlog = _queue(10.5, 11, 11, 11, 11, 11)  # after SubNet 2's batch the other two would miss
+    assert la().decide(backlog, 0) == Decision(1, 4) and la("backlog").decide(backlog, 0) == Decision(2, 4)
+    overloaded = _queue(1.2, 2.6, 2.6, 2.6, 2.6, 5.2, 5.2, 5.2, 5.2)  # serving the urgent head costs four
+    assert la().decide(overloaded, 0) is None and la("shed_urgent_head").decide(overloaded, 0) == Decision(0, 1)
+    even = make_policy("slackfit-la", CLIFF), make_policy("slackfit-la", CLIFF, rules_off=frozenset({"even_batches"}))
+    assert even[0].decide(_queue(*[100] * 6), 0) == Decision(2, 3) and even[1].decide(_queue(*[100] * 6), 0) == \
+        Decision(2, 4)
+    q, now, load = _steady_queue(1000, 6.0, seconds=0.3)
+    load.start_round(now, now, now, 0)  # what arrives from now on waits behind Triton's batcher
+    assert la().decide(q, now, load) == Decision(1, 1) and la("unseen_backlog").decide(q, now, load) == Decision(2, 1)
+    q, now, load = _steady_queue(2000, 40.0, seconds=0.3)  # a burst beyond the fastest SubNet's full batches
+    assert la().decide(q, now, load) == Decision(0, 1) and la("burst_guard").decide(q, now, load) == Decision(2, 1)
+
+
+def test_rules_off_names_only_rules_there_are():
+    from superserve.scheduler.policies import LA_RULES, check_rules_off
+
+    assert check_rules_off(" burst_guard, even_batches ") == {"burst_guard", "even_batches"}
+    assert check_rules_off(list(LA_RULES)) == set(LA_RULES)
+    with pytest.raises(ValueError, match="unknown slackfit-la rule utilization_cap; rules: backlog"):
+        check_rules_off("utilization_cap")

@@ -63,6 +63,7 @@ def test_the_configuration_reference_is_made_from_the_config_and_the_policy_regi
     ({"max_utilization": "1.5"}, "must be within"),
     ({"latency_safety": "-1"}, "must be within"),
     ({"policy": "fifo"}, "unknown policy"),
+    ({"rules_off": "backlog,utilization_cap"}, "unknown slackfit-la rule utilization_cap"),
     ({"default_slo_ms": "100", "max_slo_ms": "50"}, "exceeds max_slo_ms"),
     ({"workers": "0"}, "workers 0 needs remote_workers"),
     ({"workers": "2", "worker_devices": "cpu"}, "must list 2 devices"),

@@ -175,7 +175,8 @@ def measured_run(server, trace: Trace, slo_ms: float, images, system: System, wa
 
 
 def build_traces(top: float, quick: bool, duration_s: float, seed: int) -> list[Trace]:
-    """Loads relative to the most accurate SubNet's measured capacity ``top``, from below it to above it."""
+    """The traces the defaults were chosen on (seed 0): loads relative to the most accurate SubNet's measured
+    capacity ``top``, from below it to above it."""
     traces = [azure_functions(mean_rate=0.8 * top, duration_s=duration_s, seed=seed)]
     loads = (1.2,) if quick else (0.7, 1.4)
     cv2s = (8,) if quick else (2, 8)
@@ -183,6 +184,26 @@ def build_traces(top: float, quick: bool, duration_s: float, seed: int) -> list[
         for cv2 in cv2s:
             rate = load * top  # half steady, half gamma-bursty, as in the paper's traces
             traces.append(bursty(rate / 2, rate / 2, cv2, duration_s, seed=seed))
+    return traces
+
+
+HELD_OUT_SEED = 1000  # no default was chosen on a trace from this seed on
+
+
+def held_out_traces(top: float, duration_s: float, seed: int = HELD_OUT_SEED) -> list[Trace]:
+    """Traces that no default was chosen on: other seeds, other windows and functions of the Azure sample, other
+    burstiness and loads. Names start with ``heldout-`` and do not depend on ``seed``."""
+    traces = [azure_functions(0.8 * top, duration_s, seed, functions=(0, 500)),
+              azure_functions(0.8 * top, duration_s, seed + 1, functions=(500, 1000)),
+              azure_functions(0.8 * top, duration_s, seed + 2, window=(360, 720)),
+              azure_functions(0.8 * top, duration_s, seed + 3, window=(1080, 1440))]
+    names = ["azure-functions-0-499", "azure-functions-500-999", "azure-6h-12h", "azure-18h-24h"]
+    for i, (load, cv2) in enumerate(((1.0, 4), (0.85, 16), (1.2, 1))):
+        rate = load * top
+        traces.append(bursty(rate / 2, rate / 2, cv2, duration_s, seed=seed + 4 + i))
+        names.append(f"bursty-cv{cv2}-{load:g}x")
+    for trace, name in zip(traces, names):
+        trace.name = f"heldout-{name}"
     return traces
 
 
@@ -212,7 +233,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration-s", type=float, default=None, help="seconds per run (default 12, quick 8)")
     p.add_argument("--slo-ms", type=float, default=None,
                    help="SLO for all requests (default: 2x the most accurate SubNet's batch-16 latency)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the tuning traces' seed (the defaults were chosen on 0)")
+    p.add_argument("--held-out", action="store_true",
+                   help="run the held-out traces (seeds from 1000, other windows and functions of the Azure sample, "
+                        "other burstiness), on which no default was chosen, instead of the tuning traces")
     p.add_argument("--repeats", type=int, default=None,
                    help="runs per system and trace, interleaved, to measure run-to-run noise (default 2, quick 1)")
     p.add_argument("--systems", default="", help="comma-separated labels to run (default: all), e.g. SlackFit-LA")
@@ -269,8 +293,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.top_rps is not None:
             results["capacity"]["measured_top_rps"] = results["capacity"]["top_rps"]
             results["capacity"]["top_rps"] = args.top_rps
-        traces = [t for t in build_traces(results["capacity"]["top_rps"], args.quick, duration, args.seed)
-                  if any(part in t.name for part in args.traces.split(","))]
+        top = results["capacity"]["top_rps"]
+        every = held_out_traces(top, duration) if args.held_out else build_traces(top, args.quick, duration, args.seed)
+        results["trace_set"] = "held-out" if args.held_out else "tuning"
+        traces = [t for t in every if any(part in t.name for part in args.traces.split(","))]
         if not traces:
             raise SystemExit(f"no benchmark trace name contains {args.traces!r}")
         for trace in traces:

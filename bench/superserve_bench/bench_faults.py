@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from superserve.scheduler import Profile, make_policy
-from superserve.serving.config import ServingConfig
+from superserve.scheduler import Profile
+from superserve.serving.config import ServingConfig, configured_policy
 from superserve.serving.simulator import simulate_router
 from superserve.runtime.tritonenv import REPO_ROOT, start_server
 
@@ -60,8 +60,7 @@ def over_time(scheduled_s: list[float], outcomes: list[str], accuracy: list[floa
 def _policy_maker(profile: Profile, config: ServingConfig):
     """The live router's policy for a count of workers up, over the profile plus the configured overheads."""
     planned = profile.with_overhead(int(config.overhead_per_batch_ms * 1e6), int(config.overhead_per_sample_ms * 1e6))
-    return lambda workers: make_policy(config.policy, planned, int(config.margin_ms * 1e6), config.num_buckets,
-                                       config.latency_safety, config.max_utilization, workers)
+    return lambda workers: configured_policy(config, planned, workers=workers)
 
 
 def _simulated(trace_s, profile: Profile, config: ServingConfig, slo_ms: float, workers: int, **kwargs):

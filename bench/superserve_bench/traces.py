@@ -112,27 +112,34 @@ def time_varying(rate_from: float, rate_to: float, acceleration: float, cv2: flo
                   "cv2": cv2, "duration_s": duration_s, "seed": seed})
 
 
-def azure_minute_counts(path: Path = AZURE_SAMPLE) -> np.ndarray:
-    """Invocations per minute of the day, summed over all functions of the sample (1,440 values)."""
+def azure_minute_counts(path: Path = AZURE_SAMPLE, functions: tuple[int, int] | None = None) -> np.ndarray:
+    """Invocations per minute of the day, summed over the sample's functions (rows ``functions`` = [first, last)
+    of the file, default all): 1,440 values."""
     with gzip.open(path, "rt", newline="") as f:
         reader = csv.reader(f)
         header = next(reader)
         first = header.index("minute_1")
         total = np.zeros(len(header) - first)
-        for row in reader:
-            total += np.asarray(row[first:], dtype=np.float64)
+        for i, row in enumerate(reader):
+            if functions is None or functions[0] <= i < functions[1]:
+                total += np.asarray(row[first:], dtype=np.float64)
     return total
 
 
-def azure_functions(mean_rate: float, duration_s: float, seed: int = 0, path: Path = AZURE_SAMPLE) -> Trace:
-    """The day compressed into ``duration_s`` with its shape kept, rescaled to ``mean_rate``; Poisson
-    arrivals inside each compressed minute."""
+def azure_functions(mean_rate: float, duration_s: float, seed: int = 0, path: Path = AZURE_SAMPLE,
+                    window: tuple[int, int] | None = None, functions: tuple[int, int] | None = None) -> Trace:
+    """The day (or the minutes ``window`` = [first, last) of it, of the functions ``functions``) compressed into
+    ``duration_s`` with its shape kept, rescaled to ``mean_rate``; Poisson arrivals inside each compressed minute."""
     _check(mean_rate=mean_rate, duration_s=duration_s)
-    counts = azure_minute_counts(path)
+    counts = azure_minute_counts(path, functions)
+    if window is not None:
+        counts = counts[window[0]:window[1]]
     rng = np.random.default_rng(seed)
     step = duration_s / len(counts)
     expected = counts / counts.mean() * mean_rate * step
     parts = [i * step + np.sort(rng.uniform(0, step, rng.poisson(lam))) for i, lam in enumerate(expected)]
-    return Trace(f"azure-{mean_rate:g}qps-{duration_s:g}s", np.concatenate(parts),
+    part = (f"-min{window[0]}-{window[1]}" if window else "") + \
+        (f"-fn{functions[0]}-{functions[1]}" if functions else "")
+    return Trace(f"azure{part}-{mean_rate:g}qps-{duration_s:g}s", np.concatenate(parts),
                  {"kind": "azure_functions", "mean_rate": mean_rate, "duration_s": duration_s, "seed": seed,
-                  "peak_to_mean": float(counts.max() / counts.mean())})
+                  "window": window, "functions": functions, "peak_to_mean": float(counts.max() / counts.mean())})

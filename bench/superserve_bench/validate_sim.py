@@ -14,8 +14,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from superserve.scheduler import Profile, make_policy
-from superserve.serving.config import ServingConfig, parse_config, read_model_config
+from superserve.scheduler import Profile
+from superserve.serving.config import ServingConfig, configured_policy, parse_config, read_model_config
 from superserve.serving.simulator import simulate
 
 from .bench import LEAD_IN_S, load_setup
@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> None:
             if "policy" not in real["parameters"]:
                 continue  # plain Triton: not what the simulator models
             config = _with_parameters(shipped, real["parameters"])  # a --variant's serving parameters
-            policy = make_policy(config.policy, profile, int(config.margin_ms * 1e6), config.num_buckets,
-                                 config.latency_safety, config.max_utilization)
+            policy = configured_policy(config, profile)
             records = simulate(trace.arrivals_s, policy, results["slo_ms"], latency_safety=config.latency_safety,
                                handover_samples=handover, idle_gap_ms=config.idle_gap_ms,
                                max_hold_ms=config.max_hold_ms, lead_in_s=LEAD_IN_S,

@@ -35,9 +35,22 @@ from .load import IDLE, LoadEstimate
 from .profile import Profile
 
 __all__ = ["Decision", "QueueView", "Policy", "SlackFit", "SlackFitLookahead", "MaxAcc", "MaxBatch", "Fixed", "Cheapest",
-           "POLICIES", "POLICY_NAMES", "DEFAULT_POLICY", "DEFAULT_BUCKETS", "check_policy_name", "make_policy"]
+           "POLICIES", "POLICY_NAMES", "DEFAULT_POLICY", "DEFAULT_BUCKETS", "LA_RULES", "check_policy_name",
+           "check_rules_off", "make_policy"]
 
 DEFAULT_BUCKETS = 32
+
+# SlackFit-LA's rules that are not a value to set, each of which ``rules_off`` can switch off (for ablations). The
+# others are settings with an "off" value: max_utilization 1, burst_memory_ms 0, latency_safety 0, margin_ms 0,
+# slowdown_adapt_rate 0, overhead_adapt_rate 0.
+LA_RULES = {
+    "backlog": "after this batch, the rest of the queue, served by full batches of the fastest SubNet, still meets "
+               "its deadlines",
+    "unseen_backlog": "so do the requests that arrive meanwhile behind Triton's batcher, at the burst rate",
+    "burst_guard": "in a burst the fastest SubNet cannot keep up with in full batches, only it runs",
+    "shed_urgent_head": "in an overload, an urgent head is shed rather than served in a batch too small to keep up",
+    "even_batches": "a queue longer than one batch runs in even batches where the profile says they cost less",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +225,11 @@ class SlackFitLookahead(Policy):
     name = "slackfit-la"
 
     def __init__(self, profile: Profile, margin_ns: int = 0, safety: float = 0.0,
-                 max_utilization: float = 1.0, workers: int = 1) -> None:
+                 max_utilization: float = 1.0, workers: int = 1, rules_off: frozenset[str] = frozenset()) -> None:
         super().__init__(profile, margin_ns)
+        self.rules_off = check_rules_off(rules_off)
+        self._backlog, self._unseen_backlog, self._burst_guard, self._shed_urgent_head, self._even_batches = (
+            rule not in self.rules_off for rule in LA_RULES)
         if not 0.0 <= safety:
             raise ValueError(f"latency safety must be >= 0, got {safety}")
         if not 0.0 < max_utilization:
@@ -240,7 +256,7 @@ class SlackFitLookahead(Policy):
         p = self.profile
         fastest, cheapest = self._fastest(lo, hi)
         taken = min(p.max_batch, len(queue))
-        budget = min(slack_ns, self.backlog_budget(queue, taken, slack_ns, fastest))
+        budget = min(slack_ns, self.backlog_budget(queue, taken, slack_ns, fastest)) if self._backlog else slack_ns
         head = queue.head()
         slo_ns = head.deadline_ns - head.arrival_ns
         # what arrives is shared by the workers that are up: each sees its share
@@ -248,11 +264,11 @@ class SlackFitLookahead(Policy):
         # not even the fastest keeps up with this burst: it alone runs (a hand-over counts only if it holds a
         # full batch: the loop sets the load's ``round_min_samples`` to the profile's largest batch)
         guard = load.arrival_rate(now_ns, burst=True) / 1e9 / self.workers  # per ns
-        if guard * fastest[-1] > p.max_batch:
+        if self._burst_guard and guard * fastest[-1] > p.max_batch:
             hi = lo = cheapest
         # the unseen backlog counts any hand-over's rate, and the bursts the loop remembers
         burst = max(guard, load.round_rate() / 1e9, load.peak_rate(now_ns) / 1e9 / self.workers)
-        unseen = load.unseen_since()
+        unseen = load.unseen_since() if self._unseen_backlog else None
         if unseen is not None:
             rest_ns = self.drain_ns(len(queue) - taken, fastest)
             unseen_left = unseen + slo_ns - self.margin_ns - now_ns - rest_ns  # for this batch, then the unseen
@@ -271,13 +287,15 @@ class SlackFitLookahead(Policy):
             if s != cheapest and unseen is not None and \
                     planned + self.drain_ns(burst * (unseen_ns + planned), fastest) > unseen_left:
                 continue
-            return Decision(s, self._even_batch(s, b, waiting, budget, self._planned_ns[s]))
+            if self._even_batches:
+                b = self._even_batch(s, b, waiting, budget, self._planned_ns[s])
+            return Decision(s, b)
         # The backlog cannot all be met: serve the most samples the head's slack allows, fastest first, unless
         # shedding the head serves more of the queue on time.
         b = self._largest_batch(cheapest, slack_ns, min(p.max_batch, queue.count_for(cheapest)))
         if not b:
             return None
-        if b < taken and self.on_time(queue, 1, 0, slack_ns, fastest) > \
+        if self._shed_urgent_head and b < taken and self.on_time(queue, 1, 0, slack_ns, fastest) > \
                 b + self.on_time(queue, b, p.latency_ns(cheapest, b), slack_ns, fastest):
             return None
         return Decision(cheapest, b)
@@ -393,17 +411,18 @@ class Cheapest(Policy):
 
 # The registry: every policy name the server, the benchmarks and the README know, in one place.
 # name -> (one-line summary, constructor from (profile, margin_ns, num_buckets, latency_safety, max_utilization,
-# workers up))
+# workers up, rules off))
 POLICIES = {
     "slackfit-la": ("SlackFit with a backlog lookahead, latency safety and a utilization cap (ours; the default)",
-                    lambda p, m, k, s, u, w: SlackFitLookahead(p, m, s, u, w)),
+                    lambda p, m, k, s, u, w, r: SlackFitLookahead(p, m, s, u, w, r)),
     "slackfit": ("the paper's SlackFit: the head's slack picks a latency bucket",
-                 lambda p, m, k, s, u, w: SlackFit(p, m, k)),
+                 lambda p, m, k, s, u, w, r: SlackFit(p, m, k)),
     "maxacc": ("the most accurate SubNet that fits at batch 1, then its largest batch",
-               lambda p, m, k, s, u, w: MaxAcc(p, m)),
+               lambda p, m, k, s, u, w, r: MaxAcc(p, m)),
     "maxbatch": ("the largest batch some SubNet fits, then the most accurate SubNet at it",
-                 lambda p, m, k, s, u, w: MaxBatch(p, m)),
-    "cheapest": ("the least accurate SubNet each request allows (INFaaS)", lambda p, m, k, s, u, w: Cheapest(p, m)),
+                 lambda p, m, k, s, u, w, r: MaxBatch(p, m)),
+    "cheapest": ("the least accurate SubNet each request allows (INFaaS)",
+                 lambda p, m, k, s, u, w, r: Cheapest(p, m)),
     "fixed:<i>": ("always SubNet i (Clipper+, one fixed model)", None),
 }
 DEFAULT_POLICY = "slackfit-la"
@@ -425,11 +444,24 @@ def check_policy_name(spec: str) -> str:
     raise ValueError(f"unknown policy {spec!r}; choose one of {', '.join(POLICY_NAMES)}")
 
 
+def check_rules_off(names) -> frozenset[str]:
+    """``names`` (an iterable, or a comma-separated string) as a set of SlackFit-LA rules, or ValueError."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    names = frozenset(names)
+    unknown = names - set(LA_RULES)
+    if unknown:
+        raise ValueError(f"unknown slackfit-la rule {', '.join(sorted(unknown))}; rules: {', '.join(LA_RULES)}")
+    return names
+
+
 def make_policy(spec: str, profile: Profile, margin_ns: int = 0, num_buckets: int = DEFAULT_BUCKETS,
-                latency_safety: float = 0.0, max_utilization: float = 1.0, workers: int = 1) -> Policy:
+                latency_safety: float = 0.0, max_utilization: float = 1.0, workers: int = 1,
+                rules_off: frozenset[str] = frozenset()) -> Policy:
     """Create a policy by its registry name (``POLICIES``). ``workers``: how many workers share the queue (the
-    paper's policies decide each batch from the head's slack alone, whatever the count)."""
+    paper's policies decide each batch from the head's slack alone, whatever the count); ``rules_off``: SlackFit-LA
+    rules switched off (``LA_RULES``)."""
     name = check_policy_name(spec)
     if name.startswith("fixed:"):
         return Fixed(profile, int(name.split(":", 1)[1]), margin_ns)
-    return POLICIES[name][1](profile, margin_ns, num_buckets, latency_safety, max_utilization, workers)
+    return POLICIES[name][1](profile, margin_ns, num_buckets, latency_safety, max_utilization, workers, rules_off)

@@ -14,15 +14,19 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
-from ..scheduler.policies import DEFAULT_BUCKETS, DEFAULT_POLICY, check_policy_name
+from ..scheduler.policies import (DEFAULT_BUCKETS, DEFAULT_POLICY, LA_RULES, Policy, check_policy_name,
+                                  check_rules_off, make_policy)
+from ..scheduler.profile import Profile
 from .remote import parse_remote
 
-__all__ = ["ServingConfig", "PARAMETERS", "parse_config", "resolve_device", "read_model_config", "config_from_pbtxt"]
+__all__ = ["ServingConfig", "PARAMETERS", "parse_config", "resolve_device", "read_model_config", "config_from_pbtxt",
+           "configured_policy"]
 
 
 @dataclass(frozen=True)
 class ServingConfig:
     policy: str = DEFAULT_POLICY
+    rules_off: str = ""
     num_buckets: int = DEFAULT_BUCKETS
     latency_safety: float = 0.2
     max_utilization: float = 0.85
@@ -67,6 +71,10 @@ class ServingConfig:
 # parameter -> (lower bound, upper bound or None, what it does): the configuration reference (docs/configuration.md)
 PARAMETERS = {
     "policy": (None, None, "the scheduling policy (see POLICIES in scheduler/policies.py)"),
+    "rules_off": (None, None, "slackfit-la: rules to switch off, comma-separated, to measure what each buys: "
+                              + "; ".join(f"{name} ({what})" for name, what in LA_RULES.items())
+                              + ". Its other rules are settings: max_utilization 1, burst_memory_ms 0, latency_safety"
+                                " 0 turn theirs off"),
     "num_buckets": (2, 10_000, "slackfit: latency buckets between the fastest and the slowest (SubNet, batch)"),
     "latency_safety": (0.0, 100.0, "slackfit-la: plan every batch, and the backlog behind it, at (1 + this) x its "
                                    "cost-model latency; also when an answer may wait for the rest of its round"),
@@ -127,6 +135,15 @@ def resolve_device(setting: str, instance_kind: str, instance_device_id: int | s
     return f"cuda:{int(instance_device_id)}" if instance_kind == "GPU" else "cpu"
 
 
+def configured_policy(config: ServingConfig, profile: Profile, latency_safety: float | None = None,
+                      workers: int = 1) -> Policy:
+    """The policy ``config`` sets, over ``profile``: what the serving loop, the router, the simulator and the
+    benchmarks all make. ``latency_safety``: the one to plan with (default the config's)."""
+    return make_policy(config.policy, profile, int(config.margin_ms * 1e6), config.num_buckets,
+                       config.latency_safety if latency_safety is None else latency_safety,
+                       config.max_utilization, workers, check_rules_off(config.rules_off))
+
+
 def parse_config(parameters: Mapping[str, object], model_name: str = "superserve") -> ServingConfig:
     """Parse Triton ``parameters`` (``{"key": {"string_value": "..."}}`` or plain ``{"key": "..."}``)."""
     known = {f.name: f for f in fields(ServingConfig)}
@@ -150,6 +167,7 @@ def parse_config(parameters: Mapping[str, object], model_name: str = "superserve
         values[key] = parsed
     try:
         values["policy"] = check_policy_name(values.get("policy", DEFAULT_POLICY))
+        values["rules_off"] = ",".join(sorted(check_rules_off(values.get("rules_off", ""))))
     except ValueError as exc:
         raise ValueError(f"model {model_name!r}: {exc}") from None
     if not DEVICE.fullmatch(values.get("device", "auto")):
@@ -200,7 +218,8 @@ def reference_markdown() -> str:
              "| parameter | default | allowed | what it does |", "|---|---|---|---|"]
     for name, (lo, hi, text) in PARAMETERS.items():
         allowed = ({"policy": "a policy below", "device": "auto, cpu, cuda:<k>",
-                    "worker_devices": "a device per worker", "remote_workers": "gRPC addresses"}[name]
+                    "worker_devices": "a device per worker", "remote_workers": "gRPC addresses",
+                    "rules_off": "rule names"}[name]
                    if lo is None else
                    f"{lo:g} .. {hi:g}" if hi is not None else f">= {lo:g}")
         lines.append(f"| `{name}` | `{getattr(defaults, name)}` | {allowed} | {text} |")

@@ -24,10 +24,9 @@ import torch
 
 from ..scheduler.cost_model import CostModel
 from ..scheduler.load import LoadEstimate
-from ..scheduler.policies import make_policy
 from ..scheduler.profile import Profile
 from ..scheduler.queue import EDFQueue, QueuedRequest
-from .config import ServingConfig
+from .config import ServingConfig, configured_policy
 from .handover import HandoverClock
 from .metrics import Metrics
 from .requests import RequestError, SpecCache, check_finite, read_requests
@@ -104,8 +103,7 @@ class SuperServeCore:
 
     def _make_policy(self):
         """The configured policy over the current cost model, planning at the slowdown batches run at now."""
-        return make_policy(self.config.policy, self.cost.profile, self._margin_ns, self.config.num_buckets,
-                           self._planning_factor() - 1.0, self.config.max_utilization)
+        return configured_policy(self.config, self.cost.profile, self._planning_factor() - 1.0)
 
     def _planning_factor(self) -> float:
         return (1.0 + self.config.latency_safety) * self.cost.planned_slowdown

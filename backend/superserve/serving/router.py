@@ -30,10 +30,9 @@ import numpy as np
 from ..scheduler.cost_model import CostModel
 from ..scheduler.dispatcher import Assignment, Dispatcher
 from ..scheduler.load import LoadEstimate
-from ..scheduler.policies import make_policy
 from ..scheduler.profile import Profile
 from ..scheduler.queue import QueuedRequest
-from .config import ServingConfig
+from .config import ServingConfig, configured_policy
 from .core import CANCELLED_MESSAGE, DEADLINE_MESSAGE, Transport
 from .metrics import Metrics
 from .requests import RequestError, SpecCache, check_finite, read_requests
@@ -96,9 +95,8 @@ class Router:
         return router
 
     def _policy_for(self, workers_up: int):
-        return make_policy(self.config.policy, self.cost.profile, self._margin_ns, self.config.num_buckets,
-                           (1.0 + self.config.latency_safety) * self.cost.planned_slowdown - 1.0,
-                           self.config.max_utilization, workers_up)
+        return configured_policy(self.config, self.cost.profile,
+                                 (1.0 + self.config.latency_safety) * self.cost.planned_slowdown - 1.0, workers_up)
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Block until every worker is up (or ``timeout_s`` passed); True if they all are."""
