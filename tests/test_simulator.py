@@ -1,43 +1,54 @@
-"""The discrete-event simulator: same policies, profiled latencies, one record per arrival."""
+"""The discrete-event simulator: the server's own serving loop on simulated time, one record per arrival."""
 
 import numpy as np
 import pytest
 
 from superserve.scheduler import Profile, make_policy
+from superserve.serving.config import ServingConfig
+from superserve.serving.core import SuperServeCore
 from superserve.serving.simulator import simulate, simulate_router
 
-PROFILE = Profile.from_dict({"max_batch_size": 4, "subnets": [
+PROFILE_DICT = {"max_batch_size": 4, "input_shape": [1, 28, 28], "num_classes": 10, "subnets": [
     {"accuracy": 0.90, "latency_ms": {"1": 1.0, "2": 1.2, "3": 1.4, "4": 1.6}},
-    {"accuracy": 0.99, "latency_ms": {"1": 4.0, "2": 6.0, "3": 8.0, "4": 10.0}}]})
+    {"accuracy": 0.99, "latency_ms": {"1": 4.0, "2": 6.0, "3": 8.0, "4": 10.0}}]}
+PROFILE = Profile.from_dict(PROFILE_DICT)
+
+
+def _config(policy, **settings):
+    """A serving config whose costs are the profile's exactly: no margin, no overheads, nothing learned."""
+    exact = dict(margin_ms=0.0, overhead_per_batch_ms=0.0, overhead_per_sample_ms=0.0, overhead_adapt_rate=0.0,
+                 slowdown_adapt_rate=0.0, latency_safety=0.0, max_utilization=1.0, burst_memory_ms=0.0)
+    return ServingConfig(policy=policy, **{**exact, **settings})
+
+
+def test_the_simulator_runs_the_live_models_serving_loop(monkeypatch):
+    served = []
+    real = SuperServeCore.serve
+    monkeypatch.setattr(SuperServeCore, "serve", lambda core, handles: served.append(len(handles)) or
+                        real(core, handles))
+    records = simulate(np.arange(0, 0.1, 0.01), PROFILE_DICT, _config("fixed:1"), slo_ms=20)
+    assert sum(served) == len(records) == 10 and all(r.outcome == "on_time" for r in records)
 
 
 def test_light_load_is_served_on_time_by_the_accurate_subnet():
     arrivals = np.arange(0, 1, 0.02)  # 50 req/s, far below capacity
-    records = simulate(arrivals, make_policy("slackfit", PROFILE, num_buckets=8), slo_ms=20)
+    records = simulate(arrivals, PROFILE_DICT, _config("slackfit", num_buckets=8), slo_ms=20)
     assert len(records) == 50 and all(r.outcome == "on_time" and r.subnet == 1 for r in records)
     assert all(r.latency_ms == pytest.approx(4.0) for r in records)
 
 
 def test_overload_moves_slackfit_to_the_fast_subnet_while_a_fixed_model_falls_behind():
     arrivals = np.arange(0, 1, 1 / 1000)  # 1000 req/s: SubNet 1 sustains 400, SubNet 0 2500
-    slack = simulate(arrivals, make_policy("slackfit", PROFILE, num_buckets=8), slo_ms=20)
-    fixed = simulate(arrivals, make_policy("fixed:1", PROFILE), slo_ms=20)
+    slack = simulate(arrivals, PROFILE_DICT, _config("slackfit", num_buckets=8), slo_ms=20)
+    fixed = simulate(arrivals, PROFILE_DICT, _config("fixed:1"), slo_ms=20)
     assert len(slack) == len(fixed) == 1000
     attainment = lambda rs: sum(r.outcome == "on_time" for r in rs) / len(rs)
     assert attainment(slack) > 0.99 and attainment(fixed) < 0.6
     assert {r.subnet for r in slack if r.outcome == "on_time"} >= {0}
 
 
-def test_more_workers_serve_more():
-    arrivals = np.arange(0, 1, 1 / 1000)
-    one = simulate(arrivals, make_policy("fixed:1", PROFILE), slo_ms=20, workers=1)
-    three = simulate(arrivals, make_policy("fixed:1", PROFILE), slo_ms=20, workers=3)
-    on_time = lambda rs: sum(r.outcome == "on_time" for r in rs)
-    assert on_time(three) > 2 * on_time(one)
-
-
 def test_impossible_slo_is_shed_at_arrival():
-    records = simulate([0.0, 0.1], make_policy("slackfit", PROFILE), slo_ms=0.5)
+    records = simulate([0.0, 0.1], PROFILE_DICT, _config("slackfit"), slo_ms=0.5)
     assert [r.outcome for r in records] == ["shed", "shed"]
 
 
@@ -45,7 +56,7 @@ def test_requests_arriving_during_a_round_are_dated_to_its_start_as_the_live_ser
     # SubNet 1 takes 4 ms. #0 starts a round at 0; #1 arrives at 1 ms, while it runs, so the next round dates it
     # at 0 (the model cannot see when it arrived): with a 6 ms SLO only 2 ms seem left, and it is refused,
     # though it really had 5 ms. #2 arrives long after, finds the model idle, and is served.
-    records = simulate([0.0, 0.001, 0.1], make_policy("fixed:1", PROFILE), slo_ms=6)
+    records = simulate([0.0, 0.001, 0.1], PROFILE_DICT, _config("fixed:1"), slo_ms=6)
     assert [r.outcome for r in records] == ["on_time", "shed", "on_time"]
 
 
@@ -54,9 +65,9 @@ def test_answers_wait_for_the_end_of_their_round_unless_the_next_batch_would_mak
     # would be answered at 14 ms by the end of the round (fine); with a latency safety of 0.5 the second batch
     # is planned at 6 ms, 16 > 15, so they go out at 10 ms.
     arrivals = [0.0] * 5
-    held = simulate(arrivals, make_policy("fixed:1", PROFILE), slo_ms=15)
+    held = simulate(arrivals, PROFILE_DICT, _config("fixed:1"), slo_ms=15)
     assert [r.latency_ms for r in held] == [pytest.approx(14.0)] * 5
-    sent = simulate(arrivals, make_policy("fixed:1", PROFILE), slo_ms=15, latency_safety=0.5)
+    sent = simulate(arrivals, PROFILE_DICT, _config("fixed:1", latency_safety=0.5), slo_ms=15)
     assert [r.latency_ms for r in sent] == [pytest.approx(10.0)] * 4 + [pytest.approx(14.0)]
     assert all(r.outcome == "on_time" for r in held + sent)
 
@@ -66,16 +77,16 @@ def test_a_lead_in_leaves_the_run_a_warm_arrival_rate_as_the_live_benchmark_does
     # 70% cap. From cold the first requests read as a light load and get SubNet 1; after the trace's last half
     # second, the estimate knows better from the first request on.
     arrivals = np.arange(0, 1, 1 / 300)
-    policy = lambda: make_policy("slackfit-la", PROFILE, max_utilization=0.7)
-    cold = simulate(arrivals, policy(), slo_ms=100)
-    warm = simulate(arrivals, policy(), slo_ms=100, lead_in_s=0.5)
+    config = _config("slackfit-la", max_utilization=0.7)
+    cold = simulate(arrivals, PROFILE_DICT, config, slo_ms=100)
+    warm = simulate(arrivals, PROFILE_DICT, config, slo_ms=100, lead_in_s=0.5)
     assert len(cold) == len(warm) == len(arrivals)  # only the trace's own arrivals are recorded
     assert [r.scheduled_s for r in warm] == pytest.approx(list(arrivals))  # on the trace's clock
     assert cold[0].subnet == 1 and warm[0].subnet == 0
     # the lead-in is the trace's end, as the live benchmark's: a trace whose end is quiet leaves it cold
     quiet_end = np.concatenate([arrivals, [3.0]])
-    assert simulate(quiet_end, policy(), slo_ms=100, lead_in_s=0.5)[0].subnet == 1
-    assert simulate(quiet_end, policy(), slo_ms=100, lead_in_s=0.5, duration_s=1.0)[0].subnet == 0
+    assert simulate(quiet_end, PROFILE_DICT, config, slo_ms=100, lead_in_s=0.5)[0].subnet == 1
+    assert simulate(quiet_end, PROFILE_DICT, config, slo_ms=100, lead_in_s=0.5, duration_s=1.0)[0].subnet == 0
     assert all(r.outcome == "on_time" for r in cold + warm)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from superserve.build.pipeline import suggested_slo_ms
 from superserve.scheduler import Profile
 from superserve.scheduler.policies import LA_RULES
-from superserve.serving.config import ServingConfig, configured_policy, read_model_config
+from superserve.serving.config import ServingConfig, read_model_config
 from superserve.serving.simulator import simulate
 
 from .bench import HELD_OUT_SEED, LEAD_IN_S, held_out_traces, load_setup
@@ -41,17 +41,14 @@ VARIANTS = {"shipped": {}, **{f"{rule} off": {"rules_off": rule} for rule in LA_
             "latency safety off": {"latency_safety": 0.0}}
 
 
-def _run(trace, profile: Profile, config: ServingConfig, slo_ms: float, handover: int) -> tuple[int, int, float]:
-    """(on time, requests, summed accuracy of the on-time answers) of one simulated run, as the model ships."""
-    planned = profile.with_overhead(int(config.overhead_per_batch_ms * 1e6), int(config.overhead_per_sample_ms * 1e6))
+def _run(trace, profile_dict: dict, config: ServingConfig, slo_ms: float, handover: int) -> tuple[int, int, float]:
+    """(on time, requests, summed accuracy of the on-time answers) of one simulated run."""
     if config.routed:
-        records = _simulated(trace.arrivals_s, profile, config, slo_ms, config.workers)
-    else:
-        records = simulate(trace.arrivals_s, configured_policy(config, planned), slo_ms,
-                           latency_safety=config.latency_safety, handover_samples=handover,
-                           idle_gap_ms=config.idle_gap_ms, max_hold_ms=config.max_hold_ms, lead_in_s=LEAD_IN_S,
-                           arrival_spread=config.arrival_spread, rate_window_ms=config.rate_window_ms,
-                           burst_memory_ms=config.burst_memory_ms, duration_s=trace.duration_s)
+        records = _simulated(trace.arrivals_s, Profile.from_dict(profile_dict), config, slo_ms, config.workers)
+    else:  # the live model's serving loop, each batch its profiled latency plus the configured overheads
+        records = simulate(trace.arrivals_s, profile_dict, config, slo_ms, handover_samples=handover,
+                           overhead_ms=(config.overhead_per_batch_ms, config.overhead_per_sample_ms),
+                           lead_in_s=LEAD_IN_S, duration_s=trace.duration_s)
     on_time = [r for r in records if r.outcome == "on_time"]
     return len(on_time), len(records), float(sum(r.accuracy for r in on_time))
 
@@ -70,7 +67,7 @@ def ablation(model: str, seeds: int, duration_s: float, workers: int = 1, progre
             for label, settings in VARIANTS.items():
                 config = dataclasses.replace(shipped, **settings)
                 counts = pooled.setdefault(trace.name, {}).setdefault(label, [0, 0, 0.0])
-                for i, value in enumerate(_run(trace, profile, config, slo_ms, handover)):
+                for i, value in enumerate(_run(trace, profile_dict, config, slo_ms, handover)):
                     counts[i] += value
                 if progress:
                     progress()

@@ -1,6 +1,6 @@
 """Validate the SIMULATOR against the real server: replay each benchmark trace through the simulator
-(same policy code and rounds, profiled latency + the server's learned overheads per batch and per sample + margin,
-each run after its lead-in, as the benchmark runs it)
+(the live model's serving loop on simulated time, profiled latency + the server's learned overheads per batch and
+per sample, each run after its lead-in, as the benchmark runs it)
 and compare SLO attainment and accuracy with what the real server measured on the same trace, for SuperServe's
 policies.
 
@@ -14,8 +14,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from superserve.scheduler import Profile
-from superserve.serving.config import ServingConfig, configured_policy, parse_config, read_model_config
+from superserve.serving.config import ServingConfig, parse_config, read_model_config
 from superserve.serving.simulator import simulate
 
 from .bench import LEAD_IN_S, load_setup
@@ -45,7 +44,6 @@ def main(argv: list[str] | None = None) -> None:
     learned = results.get("learned_overhead_ms") or {}
     per_batch, per_sample = args.overhead_ms or (learned.get("batch") or shipped.overhead_per_batch_ms,
                                                  learned.get("sample") or shipped.overhead_per_sample_ms)
-    profile = Profile.from_dict(profile_dict).with_overhead(int(per_batch * 1e6), int(per_sample * 1e6))
     rows = []
     for trace_result in results["traces"]:
         trace = Trace.load(args.bench / "traces" / f"{trace_result['name']}.json")
@@ -53,12 +51,9 @@ def main(argv: list[str] | None = None) -> None:
             if "policy" not in real["parameters"]:
                 continue  # plain Triton: not what the simulator models
             config = _with_parameters(shipped, real["parameters"])  # a --variant's serving parameters
-            policy = configured_policy(config, profile)
-            records = simulate(trace.arrivals_s, policy, results["slo_ms"], latency_safety=config.latency_safety,
-                               handover_samples=handover, idle_gap_ms=config.idle_gap_ms,
-                               max_hold_ms=config.max_hold_ms, lead_in_s=LEAD_IN_S,
-                               arrival_spread=config.arrival_spread, rate_window_ms=config.rate_window_ms,
-                               burst_memory_ms=config.burst_memory_ms, duration_s=trace.duration_s)
+            config = dataclasses.replace(config, overhead_per_batch_ms=per_batch, overhead_per_sample_ms=per_sample)
+            records = simulate(trace.arrivals_s, profile_dict, config, results["slo_ms"], handover_samples=handover,
+                               overhead_ms=(per_batch, per_sample), lead_in_s=LEAD_IN_S, duration_s=trace.duration_s)
             sim = summarise(records, results["slo_ms"])
             rows.append({"trace": trace.name, "system": real["system"], "real_attainment": real["slo_attainment"],
                          "simulated_attainment": sim["slo_attainment"],

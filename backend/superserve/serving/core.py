@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -32,7 +32,7 @@ from .metrics import Metrics
 from .requests import RequestError, SpecCache, check_finite, read_requests
 from .runner import SubnetRunner
 
-__all__ = ["Transport", "SuperServeCore", "DEADLINE_MESSAGE", "CANCELLED_MESSAGE"]
+__all__ = ["Transport", "Runner", "SuperServeCore", "DEADLINE_MESSAGE", "CANCELLED_MESSAGE"]
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +53,29 @@ class Transport(Protocol):
     def is_cancelled(self, handle: Any) -> bool: ...
 
 
+class Runner(Protocol):
+    """What runs a batch: ``SubnetRunner`` (a forward pass of the SuperNet actuated in place), or the simulator's
+    profiled compute (simulated time, no forward pass)."""
+
+    input_shape: tuple[int, ...]
+
+    def run(self, subnet: int, images: np.ndarray) -> np.ndarray: ...  # logits, one row per sample
+    def warm_up(self) -> None: ...
+
+
 class SuperServeCore:
-    def __init__(self, net: torch.nn.Module, profile: Mapping[str, Any], config: ServingConfig, transport: Transport,
-                 metrics: Metrics | None = None, clock: Callable[[], int] = time.monotonic_ns,
-                 handover_samples: int | None = None) -> None:
-        torch.set_num_threads(config.num_threads)
-        if profile.get("threads") not in (None, config.num_threads):
-            log.warning("profile.json was measured with %s torch threads but the model runs %d: latencies differ",
-                        profile.get("threads"), config.num_threads)
-        if profile.get("space") not in (None, net.space.name):
-            raise ValueError(f"profile.json is for SuperNet {profile.get('space')!r}, weights are {net.space.name!r}")
-        self.device = torch.device("cpu" if config.device == "auto" else config.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {config.device!r} is set, but torch finds no CUDA GPU here: set device cpu, "
-                             "or instance_group KIND_CPU")
-        if str(profile.get("device", "cpu")).split(" ")[0] != str(self.device):
-            log.warning("profile.json was measured on %s but the model runs on %s: latencies differ",
-                        profile.get("device", "cpu"), self.device)
-        self.runner = SubnetRunner(net, profile, self.device)
-        self.net = self.runner.net
+    """One served SuperNet's rounds: the live model's (``model.py``) and the simulator's, which differ only in the
+    ``clock``, the ``runner`` (a forward pass, or profiled time) and the ``sender`` of early answers."""
+
+    def __init__(self, net: torch.nn.Module | None, profile: Mapping[str, Any], config: ServingConfig,
+                 transport: Transport, metrics: Metrics | None = None, clock: Callable[[], int] = time.monotonic_ns,
+                 handover_samples: int | None = None, runner: Runner | None = None,
+                 sender: Executor | None = None) -> None:
+        if runner is None:
+            runner = self._runner_for(net, profile, config)
+        self.runner = runner
+        self.net = getattr(runner, "net", None)  # None: simulated compute
+        self.device = getattr(runner, "device", torch.device("cpu"))
         self.config = config
         self.cost = CostModel(Profile.from_dict(profile), config.overhead_per_batch_ms, config.overhead_per_sample_ms,
                               config.overhead_adapt_rate, config.slowdown_adapt_rate)
@@ -97,9 +101,27 @@ class SuperServeCore:
         self._feasibility: dict[object, bool] = {}  # RequestSpec -> meetable on an idle server, under this policy
         # A send blocks until Triton has the response (an IPC round trip per answer): early answers go out from
         # this thread while the round computes its next batch.
-        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="superserve-sender")
+        self._sender = sender or ThreadPoolExecutor(max_workers=1, thread_name_prefix="superserve-sender")
         self._sending: list[Future] = []
         self.runner.warm_up()
+
+    @staticmethod
+    def _runner_for(net: torch.nn.Module, profile: Mapping[str, Any], config: ServingConfig) -> SubnetRunner:
+        """The SuperNet on the configured device, checked against its profile."""
+        torch.set_num_threads(config.num_threads)
+        if profile.get("threads") not in (None, config.num_threads):
+            log.warning("profile.json was measured with %s torch threads but the model runs %d: latencies differ",
+                        profile.get("threads"), config.num_threads)
+        if profile.get("space") not in (None, net.space.name):
+            raise ValueError(f"profile.json is for SuperNet {profile.get('space')!r}, weights are {net.space.name!r}")
+        device = torch.device("cpu" if config.device == "auto" else config.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {config.device!r} is set, but torch finds no CUDA GPU here: set device cpu, "
+                             "or instance_group KIND_CPU")
+        if str(profile.get("device", "cpu")).split(" ")[0] != str(device):
+            log.warning("profile.json was measured on %s but the model runs on %s: latencies differ",
+                        profile.get("device", "cpu"), device)
+        return SubnetRunner(net, profile, device)
 
     def _make_policy(self):
         """The configured policy over the current cost model, planning at the slowdown batches run at now."""

@@ -1,32 +1,36 @@
-"""A discrete-event SIMULATOR of SuperServe: replays an arrival trace through the same policy, EDF queue and
-hand-over estimate as the live server, with profiled latencies instead of forward passes, on any number of
-workers. For exploring paper-scale rates; its results are simulated and labelled so.
+"""A discrete-event SIMULATOR of SuperServe, for traces and scales beyond this machine; its results are simulated
+and labelled so.
+
+``simulate`` runs one worker's rounds by the live model's own serving loop: the same ``SuperServeCore`` object the
+Triton model drives, on simulated time, with profiled latencies instead of forward passes (``ProfiledRunner``) and
+Triton's hand-overs replayed: whenever the model is free, it is handed every request that has arrived. Everything
+else (dating, checks, the EDF queue, the load estimate, the policy, the cost model, shedding, holding answers for
+the end of a round) is the server's code.
 
 ``simulate_router`` runs the router of a model with several workers: the same ``Dispatcher`` the live router
 drives from its threads, here driven by events, with workers that can be killed and brought back.
-
-It follows the live server's rounds: a free worker takes every request that has arrived (up to the hand-over
-size), dates them as the live model does (``HandoverClock``: it cannot see when they arrived), and serves them
-in the batches the policy picks until the round is empty. An answer waits for the end of its round unless the
-next batch would make it late or hold it longer than ``max_hold_ms``, as in the live server; its outcome is judged
-on its true arrival. Like the live benchmark, it can replay a trace's last seconds first, unmeasured
-(``lead_in_s``), so that a run starts with the arrival rates and rounds they leave, not cold.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import json
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
 
 from ..scheduler.dispatcher import Dispatcher
 from ..scheduler.load import LoadEstimate
 from ..scheduler.policies import Policy
-from ..scheduler.queue import EDFQueue, QueuedRequest
-from .handover import HandoverClock
+from ..scheduler.profile import Profile
+from ..scheduler.queue import QueuedRequest
+from .config import ServingConfig
+from .core import SuperServeCore
 
-__all__ = ["SimulatedRecord", "simulate", "simulate_router"]
+__all__ = ["SimulatedRecord", "ProfiledRunner", "simulate", "simulate_router"]
 
 
 @dataclass(slots=True)
@@ -39,89 +43,121 @@ class SimulatedRecord:
     send_error_ms: float = 0.0
 
 
-def simulate(arrivals_s, policy: Policy, slo_ms: float, workers: int = 1, overhead_ms: float = 0.0,
-             params: dict | None = None, shed_ms: float = 0.0, handover_samples: int = 256,
-             idle_gap_ms: float = 1.0, latency_safety: float = 0.0,
-             max_hold_ms: float = 20.0, lead_in_s: float = 0.0,
-             arrival_spread: float = 1.0, rate_window_ms: float = 500.0,
-             burst_memory_ms: float = 0.0, duration_s: float | None = None) -> list[SimulatedRecord]:
-    """Every arrival ends in one record. ``overhead_ms`` is added to each batch (gathering inputs, building
-    answers); ``shed_ms`` is the worker time one refusal costs. Batches are planned at ``1 + latency_safety``
-    times their latency when deciding whether the answers already computed can wait for the next one. With
-    ``lead_in_s``, the trace's last ``lead_in_s`` (of ``duration_s``, by default its last arrival) are replayed
-    first and the trace follows at once, as the live benchmark's lead-in; only the trace's own arrivals are
-    recorded. ``arrival_spread``, ``rate_window_ms`` and ``burst_memory_ms`` date a round's requests and estimate
-    arrival rates as the live server's settings of those names."""
-    profile = policy.profile
-    lo, hi = 0, profile.size - 1
-    if params and "subnet" in params:
-        lo = hi = int(params["subnet"])
-    slo_ns = int(slo_ms * 1e6)
-    overhead_ns, shed_ns, max_hold_ns = int(overhead_ms * 1e6), int(shed_ms * 1e6), int(max_hold_ms * 1e6)
-    margin_ns = policy.margin_ns
+class _SimulatedTime:
+    """The simulator's clock, in ns: it moves only when a batch runs or the server waits for an arrival."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class ProfiledRunner:
+    """The simulator's compute: a batch takes its profiled latency plus the serving overheads in simulated time, and
+    answers zeros (no forward pass)."""
+
+    def __init__(self, profile: Profile, clock: _SimulatedTime, input_shape, num_classes: int,
+                 per_batch_ns: int = 0, per_sample_ns: int = 0) -> None:
+        self.profile, self.clock = profile, clock
+        self.input_shape = tuple(input_shape)
+        self.per_batch_ns, self.per_sample_ns = per_batch_ns, per_sample_ns
+        self._logits = np.zeros((profile.max_batch, num_classes), np.float32)
+
+    def run(self, subnet: int, images: np.ndarray) -> np.ndarray:
+        samples = images.shape[0]
+        self.clock.now += self.profile.latency_ns(subnet, samples) + self.per_batch_ns + samples * self.per_sample_ns
+        return self._logits[:samples]
+
+    def warm_up(self) -> None:
+        pass
+
+
+class _AtOnce(Executor):
+    """Early answers leave the moment they are sent: sending takes no simulated time."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+class _SimulatedTransport:
+    """Requests are arrival indices; an answer is a tuple, and one sent before its round returns is stamped."""
+
+    def __init__(self, clock: _SimulatedTime, images: np.ndarray, parameters: str) -> None:
+        self.clock, self._images, self._parameters = clock, images, parameters
+        self.sent_at: dict[int, tuple[int, Any]] = {}
+
+    def images(self, handle: int) -> np.ndarray:
+        return self._images
+
+    def parameters(self, handle: int) -> str:
+        return self._parameters
+
+    def result(self, handle: int, logits: np.ndarray, subnet: int, accuracy: float) -> tuple:
+        return ("result", subnet, accuracy)
+
+    def error(self, code: str, message: str) -> tuple:
+        return ("error", code)
+
+    def send(self, handle: int, response: Any) -> None:
+        self.sent_at[handle] = (self.clock.now, response)
+
+    def is_cancelled(self, handle: int) -> bool:
+        return False
+
+
+def simulate(arrivals_s, profile: Mapping[str, Any], config: ServingConfig, slo_ms: float,
+             params: dict | None = None, handover_samples: int = 128, overhead_ms: tuple[float, float] = (0.0, 0.0),
+             turnaround_ms: float = 0.0, lead_in_s: float = 0.0,
+             duration_s: float | None = None) -> list[SimulatedRecord]:
+    """One worker's rounds, by the live model's own serving loop (``SuperServeCore``, with ``config``) on simulated
+    time: Triton hands the model every request that has arrived (up to ``handover_samples``) whenever the model is
+    free, ``turnaround_ms`` after its previous round; a batch takes its profiled latency plus ``overhead_ms`` (per
+    batch, per sample). ``profile``: profile.json's form. With ``lead_in_s``, the trace's last ``lead_in_s`` (of
+    ``duration_s``, by default its last arrival) are replayed first, as the live benchmark's lead-in; only the
+    trace's own arrivals are recorded, each in one record."""
+    clock = _SimulatedTime()
+    compute = Profile.from_dict(profile)
+    input_shape = tuple(profile.get("input_shape", (1,)))
+    runner = ProfiledRunner(compute, clock, input_shape, int(profile.get("num_classes", 1)),
+                            int(overhead_ms[0] * 1e6), int(overhead_ms[1] * 1e6))
+    transport = _SimulatedTransport(clock, np.zeros((1, *input_shape), np.float32),
+                                    json.dumps({"slo_ms": slo_ms, **(params or {})}))
+    core = SuperServeCore(None, profile, config, transport, clock=clock, handover_samples=handover_samples,
+                          runner=runner, sender=_AtOnce())
     end = duration_s if duration_s is not None else (arrivals_s[-1] if len(arrivals_s) else 0.0)
     lead_in = [t - (end - lead_in_s) for t in arrivals_s if t >= end - lead_in_s] if lead_in_s else []
     arrivals = [int(t * 1e9) for t in lead_in] + [int((t + lead_in_s) * 1e9) for t in arrivals_s]
-    records: list[SimulatedRecord | None] = [None] * len(arrivals)
-    clocks = [HandoverClock(handover_samples, 1, int(idle_gap_ms * 1e6)) for _ in range(workers)]
-    free = [(0, w) for w in range(workers)]  # (time the worker is free, worker)
-    queue = EDFQueue()
-    load = LoadEstimate(int(rate_window_ms * 1e6), burst_memory_ns=int(burst_memory_ms * 1e6),
-                        round_min_samples=profile.max_batch)
-    feasible = policy.feasible(lo, hi, slo_ns)
-    i, n = 0, len(arrivals)
-
-    def finish(request: QueuedRequest, done_ns: int, subnet: int) -> None:
-        true_arrival = arrivals[request.payload]
-        records[request.payload] = SimulatedRecord(true_arrival / 1e9, (done_ns - true_arrival) / 1e6,
-                                                   "on_time" if done_ns <= true_arrival + slo_ns else "late", subnet,
-                                                   profile.subnets[subnet].accuracy)
-
+    first, slo_ns, turnaround_ns = len(lead_in), int(slo_ms * 1e6), int(turnaround_ms * 1e6)
+    records: list[SimulatedRecord | None] = [None] * len(arrivals_s)
+    i, n, free_ns = 0, len(arrivals), 0
     while i < n:
-        free_ns, worker = heapq.heappop(free)
-        now = max(free_ns, arrivals[i])
-        taken = []
-        while i < n and arrivals[i] <= now and len(taken) < handover_samples:
-            taken.append(i)
-            i += 1
-        head = clocks[worker].start(now, len(taken), len(taken))
-        load.start_round(clocks[worker].unseen_since(), head, now, len(taken))
-        for position, k in enumerate(taken):
-            if not feasible:
-                records[k] = SimulatedRecord(arrivals[k] / 1e9, 0.0, "shed")
-                continue
-            arrival = HandoverClock.arrival(head, now, position, len(taken), arrival_spread)
-            queue.push(QueuedRequest(arrival + slo_ns, arrival, lo, hi, payload=k))
-            load.arrived(arrival)
-        held: list[tuple[QueuedRequest, int]] = []  # computed, waiting for the end of the round
-        while len(queue):
-            load.remember_burst(now)
-            decision = policy.decide(queue, now, load)
-            if decision is None:
-                k = queue.pop_head().payload
-                records[k] = SimulatedRecord(arrivals[k] / 1e9, (now - arrivals[k]) / 1e6, "shed")
-                now += shed_ns
-                continue
-            batch = queue.pop_batch(decision.subnet, decision.batch_size)
-            latency = profile.latency_ns(decision.subnet, len(batch)) + overhead_ns
-            planned_end = now + (1.0 + latency_safety) * latency
-            if held and (planned_end - held_since > max_hold_ns or
-                         planned_end > min(r.deadline_ns for r, _ in held) - margin_ns):
-                for request, subnet in held:  # they cannot wait for this batch: sent now
-                    finish(request, now, subnet)
-                held.clear()
-            now += latency
-            if not held:
-                held_since = now
-            held.extend((request, decision.subnet) for request in batch)
-        for request, subnet in held:
-            finish(request, now, subnet)
-        clocks[worker].end(now)
-        heapq.heappush(free, (now, worker))
-    measured = records[len(lead_in):]
-    for record in measured:  # times in the trace's own clock
-        record.scheduled_s -= lead_in_s
-    return measured  # type: ignore[return-value]
+        clock.now = max(free_ns, arrivals[i])
+        j = i
+        while j < n and arrivals[j] <= clock.now and j - i < handover_samples:
+            j += 1
+        handles = list(range(i, j))
+        responses = core.serve(handles)
+        done_ns = clock.now
+        for handle, response in zip(handles, responses):
+            if handle < first:
+                continue  # the lead-in: not measured
+            when, response = transport.sent_at.pop(handle) if response is None else (done_ns, response)
+            arrival = arrivals[handle]
+            if response[0] == "result":
+                outcome = "on_time" if when <= arrival + slo_ns else "late"
+                record = SimulatedRecord(arrival / 1e9 - lead_in_s, (when - arrival) / 1e6, outcome, response[1],
+                                         response[2])
+            else:
+                record = SimulatedRecord(arrival / 1e9 - lead_in_s, (when - arrival) / 1e6,
+                                         "shed" if response[1] == "unavailable" else "error")
+            records[handle - first] = record
+        transport.sent_at.clear()
+        free_ns = done_ns + turnaround_ns
+        i = j
+    return records
 
 
 def simulate_router(arrivals_s, make_policy: Callable[[int], Policy], slo_ms: float, workers: int = 1,
