@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from superserve.scheduler import EDFQueue, LoadEstimate, Profile, QueuedRequest, make_policy
-from superserve.serving.config import ServingConfig
+from superserve.scheduler import EDFQueue, Profile, QueuedRequest, make_policy
+from superserve.serving.config import ServingConfig, configured_load
 from superserve.supernet import family_of
 from superserve.supernet.artefacts import load_supernet
 from superserve.runtime.tritonenv import REPO_ROOT
@@ -123,8 +123,7 @@ def decision_times(profile: dict, queue_lengths=(1, 16, 256), decisions: int = 2
                              max_utilization=config.max_utilization)
         for n in queue_lengths:
             queue = EDFQueue()
-            load = LoadEstimate(int(config.rate_window_ms * 1e6), burst_memory_ns=int(config.burst_memory_ms * 1e6),
-                                round_min_samples=p.max_batch)
+            load = configured_load(config, p.max_batch)
             for _ in range(n):
                 queue.push(QueuedRequest(rng.randrange(0, 2 * top), 0, 0, p.size - 1))
                 load.arrived(0)

@@ -14,13 +14,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
+from ..scheduler.load import LoadEstimate
 from ..scheduler.policies import (DEFAULT_BUCKETS, DEFAULT_POLICY, LA_RULES, Policy, check_policy_name,
                                   check_rules_off, make_policy)
 from ..scheduler.profile import Profile
 from .remote import parse_remote
 
 __all__ = ["ServingConfig", "PARAMETERS", "parse_config", "resolve_device", "read_model_config", "config_from_pbtxt",
-           "configured_policy"]
+           "configured_policy", "configured_load"]
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,13 @@ def configured_policy(config: ServingConfig, profile: Profile, latency_safety: f
     return make_policy(config.policy, profile, int(config.margin_ms * 1e6), config.num_buckets,
                        config.latency_safety if latency_safety is None else latency_safety,
                        config.max_utilization, workers, check_rules_off(config.rules_off))
+
+
+def configured_load(config: ServingConfig, max_batch: int) -> LoadEstimate:
+    """The load estimate a serving loop keeps under ``config``: its rate window and burst memory, a hand-over
+    counting as a burst once it holds a full batch (``max_batch``, the profile's largest)."""
+    return LoadEstimate(int(config.rate_window_ms * 1e6), burst_memory_ns=int(config.burst_memory_ms * 1e6),
+                        round_min_samples=max_batch)
 
 
 def parse_config(parameters: Mapping[str, object], model_name: str = "superserve") -> ServingConfig:

@@ -23,10 +23,9 @@ import numpy as np
 import torch
 
 from ..scheduler.cost_model import CostModel
-from ..scheduler.load import LoadEstimate
 from ..scheduler.profile import Profile
 from ..scheduler.queue import EDFQueue, QueuedRequest
-from .config import ServingConfig, configured_policy
+from .config import ServingConfig, configured_load, configured_policy
 from .handover import HandoverClock
 from .metrics import Metrics
 from .requests import RequestError, SpecCache, check_finite, read_requests
@@ -95,8 +94,7 @@ class SuperServeCore:
         self.handover = HandoverClock(handover_samples or self.max_batch, self.max_batch,
                                       int(config.idle_gap_ms * 1e6), int(config.idle_gap_per_answer_ms * 1e6))
         self.queue = EDFQueue()  # empty between rounds
-        self.load = LoadEstimate(int(config.rate_window_ms * 1e6), burst_memory_ns=int(config.burst_memory_ms * 1e6),
-                                 round_min_samples=self.max_batch)  # kept across rounds
+        self.load = configured_load(config, self.max_batch)  # kept across rounds
         self._specs = SpecCache(self.cost.compute, config.default_slo_ms, config.max_slo_ms, _SPEC_CACHE_SIZE)
         self._feasibility: dict[object, bool] = {}  # RequestSpec -> meetable on an idle server, under this policy
         # A send blocks until Triton has the response (an IPC round trip per answer): early answers go out from

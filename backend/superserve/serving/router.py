@@ -29,10 +29,9 @@ import numpy as np
 
 from ..scheduler.cost_model import CostModel
 from ..scheduler.dispatcher import Assignment, Dispatcher
-from ..scheduler.load import LoadEstimate
 from ..scheduler.profile import Profile
 from ..scheduler.queue import QueuedRequest
-from .config import ServingConfig, configured_policy
+from .config import ServingConfig, configured_load, configured_policy
 from .core import CANCELLED_MESSAGE, DEADLINE_MESSAGE, Transport
 from .metrics import Metrics
 from .requests import RequestError, SpecCache, check_finite, read_requests
@@ -67,10 +66,7 @@ class Router:
         self._margin_ns = int(config.margin_ms * 1e6)
         self._cancel_check_ns = int(config.cancel_check_ms * 1e6)
         self._specs = SpecCache(self.cost.compute, config.default_slo_ms, config.max_slo_ms)
-        self.dispatcher = Dispatcher(self._policy_for, len(self.workers),
-                                     LoadEstimate(int(config.rate_window_ms * 1e6),
-                                                  burst_memory_ns=int(config.burst_memory_ms * 1e6),
-                                                  round_min_samples=self.max_batch))
+        self.dispatcher = Dispatcher(self._policy_for, len(self.workers), configured_load(config, self.max_batch))
         self._cond = threading.Condition()
         self._closing = False
         self.metrics.cost_model(self.cost.per_batch_ns, self.cost.per_sample_ns)
