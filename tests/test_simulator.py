@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from superserve.scheduler import Profile, make_policy
+from superserve.scheduler import Profile
 from superserve.serving.config import ServingConfig
 from superserve.serving.core import SuperServeCore
 from superserve.serving.simulator import simulate, simulate_router
@@ -90,14 +90,27 @@ def test_a_lead_in_leaves_the_run_a_warm_arrival_rate_as_the_live_benchmark_does
     assert all(r.outcome == "on_time" for r in cold + warm)
 
 
-# The router over many workers (simulate_router: the live router's Dispatcher, driven by events) ----------------
-def _router_policy(policy="slackfit-la"):
-    return lambda workers: make_policy(policy, PROFILE, max_utilization=0.85, workers=workers)
+# The router over many workers (simulate_router: the live Router, driven by events) ------------------------------
+def test_the_simulated_router_is_the_live_router(monkeypatch):
+    from superserve.serving.router import Router
+
+    handed, answered = [], []
+    serve, answer = Router.serve, Router.answer
+    monkeypatch.setattr(Router, "serve", lambda router, handles: handed.append(len(handles)) or serve(router, handles))
+    monkeypatch.setattr(Router, "answer", lambda router, assignment, logits: answered.append(assignment.samples)
+                        or answer(router, assignment, logits))
+    records = simulate_router(np.arange(0, 0.1, 0.01), PROFILE_DICT, _config("fixed:1"), slo_ms=20, workers=2)
+    assert sum(handed) == sum(answered) == len(records) == 10 and all(r.outcome == "on_time" for r in records)
+
+
+def _router_config(policy="slackfit-la"):
+    return _config(policy, max_utilization=0.85)
 
 
 def test_the_simulated_router_requeues_a_killed_workers_batch_and_serves_it_after_the_restart():
     arrivals = np.arange(0, 2, 1 / 100)  # 100 req/s: one worker serves it on the accurate SubNet
-    records = simulate_router(arrivals, _router_policy(), slo_ms=40, workers=2, kills=[(0.5, 0)], restart_s=0.3)
+    records = simulate_router(arrivals, PROFILE_DICT, _router_config(), slo_ms=40, workers=2, kills=[(0.5, 0)],
+                              restart_s=0.3)
     assert len(records) == 200 and all(r is not None for r in records)
     assert all(r.outcome == "on_time" and r.subnet == 1 for r in records)
 
@@ -105,7 +118,7 @@ def test_the_simulated_router_requeues_a_killed_workers_batch_and_serves_it_afte
 def test_losing_half_the_workers_costs_accuracy_not_attainment():
     # 8 workers serve 2,000 req/s on the accurate SubNet (400 each at full batches); 4 of them cannot
     arrivals = np.sort(np.random.default_rng(0).uniform(0, 4, 8000))
-    records = simulate_router(arrivals, _router_policy(), slo_ms=40, workers=8,
+    records = simulate_router(arrivals, PROFILE_DICT, _router_config(), slo_ms=40, workers=8,
                               kills=[(2.0, 0), (2.0, 1), (2.0, 2), (2.0, 3)])
     before = [r for r in records if 0.5 <= r.scheduled_s < 2.0]
     after = [r for r in records if r.scheduled_s >= 2.2]
@@ -116,6 +129,29 @@ def test_losing_half_the_workers_costs_accuracy_not_attainment():
 
 
 def test_without_a_worker_left_the_simulated_router_refuses_at_once():
-    records = simulate_router([0.0, 0.5, 0.6], _router_policy("fixed:1"), slo_ms=40, workers=1,
+    records = simulate_router([0.0, 0.5, 0.6], PROFILE_DICT, _router_config("fixed:1"), slo_ms=40, workers=1,
                               kills=[(0.1, 0)])
     assert [r.outcome for r in records] == ["on_time", "shed", "shed"]
+
+
+def test_the_simulated_router_learns_the_overheads_as_the_live_router_does():
+    # batches take 5 ms more than profiled; the router plans with no overhead at first, then with what it observed
+    config = _config("slackfit-la", overhead_adapt_rate=0.5)
+    records = simulate_router(np.arange(0, 1, 0.05), PROFILE_DICT, config, slo_ms=8, workers=1, overhead_ms=(5.0, 0.0))
+    assert (records[0].subnet, records[0].outcome) == (1, "late")  # 4 ms planned, 9 ms taken
+    assert all((r.subnet, r.outcome) == (0, "on_time") for r in records[-5:])  # 6 ms: the only SubNet in time
+
+
+def test_the_simulated_router_refuses_on_arrival_what_no_worker_can_serve_behind_the_queue():
+    # 12 requests at once, 2 ms SLO: the first runs at once; behind it a batch of 4 fits the optimistic bound
+    # (Dispatcher.admits, as live), the 7 after it are refused on arrival; none is answered late
+    records = simulate_router(np.zeros(12), PROFILE_DICT, _router_config("slackfit"), slo_ms=2, workers=1)
+    assert [r.latency_ms for r in records[5:]] == [0.0] * 7 and all(r.outcome == "shed" for r in records[5:])
+    assert [r.outcome for r in records[:2]] == ["on_time"] * 2 and "late" not in {r.outcome for r in records}
+
+
+def test_the_simulated_routers_lead_in_is_not_recorded():
+    arrivals = np.arange(0, 1, 0.1)
+    records = simulate_router(arrivals, PROFILE_DICT, _router_config(), slo_ms=40, workers=2, lead_in_s=0.5,
+                              duration_s=1.0)
+    assert len(records) == 10 and [round(r.scheduled_s, 6) for r in records] == [round(t, 6) for t in arrivals]

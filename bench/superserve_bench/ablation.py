@@ -41,11 +41,12 @@ VARIANTS = {"shipped": {}, **{f"{rule} off": {"rules_off": rule} for rule in LA_
             "latency safety off": {"latency_safety": 0.0}}
 
 
-def _run(trace, profile_dict: dict, profile: Profile, config: ServingConfig, slo_ms: float,
+def _run(trace, profile_dict: dict, config: ServingConfig, slo_ms: float,
          handover: int) -> tuple[int, int, float]:
     """(on time, requests, summed accuracy of the on-time answers) of one simulated run."""
     if config.routed:
-        records = _simulated(trace.arrivals_s, profile, config, slo_ms, config.workers)
+        records = _simulated(trace.arrivals_s, profile_dict, config, slo_ms, config.workers, lead_in_s=LEAD_IN_S,
+                             duration_s=trace.duration_s)
     else:  # the live model's serving loop, each batch its profiled latency plus the configured overheads
         records = simulate(trace.arrivals_s, profile_dict, config, slo_ms, handover_samples=handover,
                            overhead_ms=(config.overhead_per_batch_ms, config.overhead_per_sample_ms),
@@ -68,7 +69,7 @@ def ablation(model: str, seeds: int, duration_s: float, workers: int = 1, progre
             for label, settings in VARIANTS.items():
                 config = dataclasses.replace(shipped, **settings)
                 counts = pooled.setdefault(trace.name, {}).setdefault(label, [0, 0, 0.0])
-                for i, value in enumerate(_run(trace, profile_dict, profile, config, slo_ms, handover)):
+                for i, value in enumerate(_run(trace, profile_dict, config, slo_ms, handover)):
                     counts[i] += value
                 if progress:
                     progress()

@@ -6,7 +6,7 @@
   ``--kill-at-s`` (and comes back by itself, restarted by the router). Attainment and served accuracy per second,
   with every loss and restart the router logged;
 - simulated Fig. 11a: 8 workers, the paper's 3,500 q/s bursty trace (CV² 2), one worker killed every 12 s down to
-  4, never restarted (``simulate_router``: the router's own books, profiled latencies);
+  4, never restarted (``simulate_router``: the live router on simulated time, profiled latencies);
 - simulated Fig. 11b: capacity at 0.999 attainment for 1 to 32 workers at a fixed SLO, and the accuracy served
   at that load.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from superserve.scheduler import Profile
-from superserve.serving.config import ServingConfig, configured_policy
+from superserve.serving.config import ServingConfig
 from superserve.serving.simulator import simulate_router
 from superserve.runtime.tritonenv import REPO_ROOT, start_server
 
@@ -57,29 +57,26 @@ def over_time(scheduled_s: list[float], outcomes: list[str], accuracy: list[floa
     return out
 
 
-def _policy_maker(profile: Profile, config: ServingConfig):
-    """The live router's policy for a count of workers up, over the profile plus the configured overheads."""
-    planned = profile.with_overhead(int(config.overhead_per_batch_ms * 1e6), int(config.overhead_per_sample_ms * 1e6))
-    return lambda workers: configured_policy(config, planned, workers=workers)
+def _simulated(trace_s, profile: dict, config: ServingConfig, slo_ms: float, workers: int, **kwargs):
+    """The simulated router under ``config`` (``profile``: profile.json's form), each batch its profiled latency
+    plus the configured overheads."""
+    return simulate_router(trace_s, profile, config, slo_ms, workers,
+                           overhead_ms=(config.overhead_per_batch_ms, config.overhead_per_sample_ms), **kwargs)
 
 
-def _simulated(trace_s, profile: Profile, config: ServingConfig, slo_ms: float, workers: int, **kwargs):
-    return simulate_router(trace_s, _policy_maker(profile, config), slo_ms, workers,
-                           rate_window_ms=config.rate_window_ms, burst_memory_ms=config.burst_memory_ms, **kwargs)
-
-
-def capacity(profile: Profile, config: ServingConfig, slo_ms: float, workers: int, target: float = 0.999,
+def capacity(profile_dict: dict, config: ServingConfig, slo_ms: float, workers: int, target: float = 0.999,
              cv2: float = 2.0, seconds: float | None = None) -> dict:
     """The highest rate (req/s, bisected to 2%) whose bursty trace the simulated router serves at ``target``
     attainment, and the accuracy it served there. Traces of ``seconds`` (default: 20 s over the workers, at
     least 2 s: as many arrivals whatever the count)."""
     seconds = seconds or max(2.0, 20.0 / workers)
+    profile = Profile.from_dict(profile_dict)
     full = min(s.latency_ns[-1] for s in profile.subnets) / 1e9
     lo, hi = 0.0, 1.2 * workers * profile.max_batch / full  # above what the fastest SubNet computes
     best = {"rate_rps": 0.0, "attainment": float("nan"), "accuracy": float("nan")}
     while hi - lo > 0.02 * hi:
         rate = (lo + hi) / 2
-        records = _simulated(bursty(0.0, rate, cv2, seconds, seed=workers).arrivals_s, profile, config, slo_ms,
+        records = _simulated(bursty(0.0, rate, cv2, seconds, seed=workers).arrivals_s, profile_dict, config, slo_ms,
                              workers)
         attainment = float(np.mean([r.outcome == "on_time" for r in records]))
         if attainment >= target:
@@ -216,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     # the paper's Fig. 11a: 8 workers at 3,500 q/s, CV² 2, one killed every 12 s down to 4
     trace = bursty(0.0, 3500.0, 2.0, 60.0, seed=1)
     kills = [(12.0 * (k + 1), k) for k in range(4)]
-    records = _simulated(trace.arrivals_s, profile, config, slo_ms, 8, kills=kills)
+    records = _simulated(trace.arrivals_s, profile_dict, config, slo_ms, 8, kills=kills)
     report["simulated_11a"] = {
         "rate_rps": 3500.0, "workers": 8, "kills": [{"t_s": t, "worker": w} for t, w in kills],
         "attainment": float(np.mean([r.outcome == "on_time" for r in records])),
@@ -225,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"SIMULATED Fig. 11a: attainment {report['simulated_11a']['attainment']:.4f}", flush=True)
     rows = []
     for workers in (1, 2, 4, 8, 16, 32):
-        row = {"workers": workers, **capacity(profile, config, slo_ms, workers)}
+        row = {"workers": workers, **capacity(profile_dict, config, slo_ms, workers)}
         rows.append(row)
         print(f"SIMULATED Fig. 11b: {workers:2d} workers: {row['rate_rps']:8.0f} req/s at 0.999 attainment "
               f"(served accuracy {row['accuracy']:.3f})", flush=True)

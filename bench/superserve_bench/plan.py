@@ -1,5 +1,5 @@
 """Capacity planning (``make plan``): how many workers hold a load at 0.999 SLO attainment, and at what served
-accuracy, by the SIMULATOR over the model's own profile (``simulate_router``: the router's books, profiled
+accuracy, by the SIMULATOR over the model's own profile (``simulate_router``: the live router, profiled
 latencies plus the configured serving overheads). The question to answer before buying GPUs: profile the model
 on the device it will serve on (``python -m superserve.build --device cuda:0``), then plan.
 
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from superserve.scheduler import Profile
 
 from .bench import load_setup
 from .bench_faults import _simulated
@@ -25,7 +24,7 @@ from .traces import Trace, bursty
 __all__ = ["main", "plan"]
 
 
-def plan(arrivals_s, profile: Profile, config, slo_ms: float, target: float = 0.999,
+def plan(arrivals_s, profile: dict, config, slo_ms: float, target: float = 0.999,
          max_workers: int = 256) -> list[dict]:
     """Attainment and served accuracy for 1, 2, 4, ... workers until one holds ``target`` serving the most
     accurate SubNet (more workers buy nothing more), and the fewest that hold ``target`` (bisected): one row per
@@ -42,7 +41,7 @@ def plan(arrivals_s, profile: Profile, config, slo_ms: float, target: float = 0.
             rows.append(tried[workers])
         return tried[workers]
 
-    top = profile.subnets[-1].accuracy
+    top = profile["subnets"][-1]["accuracy"]
     workers = 1
     while workers < max_workers and (run(workers)["attainment"] < target or run(workers)["accuracy"] < top - 1e-6):
         workers *= 2
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.rate > 0 or not args.cv2 > 0:
             p.error("--rate and --cv2 must be > 0")
         trace = bursty(0.0, args.rate, args.cv2, args.seconds, seed=0)
-    rows = plan(trace.arrivals_s, Profile.from_dict(profile_dict), config, slo_ms, args.target)
+    rows = plan(trace.arrivals_s, profile_dict, config, slo_ms, args.target)
     print(f"SIMULATED plan for {args.model} ({profile_dict.get('device', 'cpu')} profile): {trace.name}, "
           f"{trace.mean_rate:.0f} req/s mean over {trace.duration_s:.0f} s, SLO {slo_ms} ms, target {args.target}")
     print("| workers | attainment | served accuracy |\n|---|---|---|")

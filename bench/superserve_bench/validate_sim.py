@@ -1,6 +1,6 @@
 """Validate the SIMULATOR against the real server: replay each benchmark trace through the simulator
-(the live model's serving loop on simulated time, profiled latency + the server's learned overheads per batch and
-per sample, each run after its lead-in, as the benchmark runs it)
+(one worker: the live model's serving loop; several: the live router; on simulated time, profiled latency +
+the server's learned overheads per batch and per sample, each run after its lead-in, as the benchmark runs it)
 and compare SLO attainment and accuracy with what the real server measured on the same trace, for SuperServe's
 policies.
 
@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from superserve.serving.config import ServingConfig, parse_config, read_model_config
-from superserve.serving.simulator import simulate
+from superserve.serving.simulator import simulate, simulate_router
 
 from .bench import LEAD_IN_S, load_setup
 from .metrics import summarise
@@ -52,8 +52,14 @@ def main(argv: list[str] | None = None) -> None:
                 continue  # plain Triton: not what the simulator models
             config = _with_parameters(shipped, real["parameters"])  # a --variant's serving parameters
             config = dataclasses.replace(config, overhead_per_batch_ms=per_batch, overhead_per_sample_ms=per_sample)
-            records = simulate(trace.arrivals_s, profile_dict, config, results["slo_ms"], handover_samples=handover,
-                               overhead_ms=(per_batch, per_sample), lead_in_s=LEAD_IN_S, duration_s=trace.duration_s)
+            if config.routed:  # several workers: the router's books, each request queued from its arrival
+                records = simulate_router(trace.arrivals_s, profile_dict, config, results["slo_ms"],
+                                          overhead_ms=(per_batch, per_sample), lead_in_s=LEAD_IN_S,
+                                          duration_s=trace.duration_s)
+            else:  # one worker: the model's serving loop, in Triton's hand-overs
+                records = simulate(trace.arrivals_s, profile_dict, config, results["slo_ms"],
+                                   handover_samples=handover, overhead_ms=(per_batch, per_sample), lead_in_s=LEAD_IN_S,
+                                   duration_s=trace.duration_s)
             sim = summarise(records, results["slo_ms"])
             rows.append({"trace": trace.name, "system": real["system"], "real_attainment": real["slo_attainment"],
                          "simulated_attainment": sim["slo_attainment"],

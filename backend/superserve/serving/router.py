@@ -46,13 +46,15 @@ NO_WORKER_MESSAGE = "no worker is up to serve this request (they are restarting)
 SHUTDOWN_MESSAGE = "the server is shutting down; retry on another replica"
 _RESTART_BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0)  # before the 1st, 2nd, ... start attempt in a row
 IDLE_CHECK_S = 0.5  # an idle worker is looked at this often: its death is seen within this, not at its next batch
-_GONE = object()  # what _next returns for a worker that died while it waited for work
+_GONE = object()  # what next_batch returns for a worker that died while it waited for work
 
 
 class Router:
     def __init__(self, profile: Mapping[str, Any], config: ServingConfig, transport: Transport,
                  workers: Sequence[Any], metrics: Metrics | None = None,
-                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+                 clock: Callable[[], int] = time.monotonic_ns, threads: bool = True) -> None:
+        """``threads`` False: no thread per worker; the caller drives each worker's steps (``up``, ``next_batch``,
+        ``finish``, ``answer``, ``observe``, ``lose``) from its own events, as the simulator does."""
         self.config = config
         self.transport = transport
         self.metrics = metrics or Metrics()
@@ -71,7 +73,7 @@ class Router:
         self._closing = False
         self.metrics.cost_model(self.cost.per_batch_ns, self.cost.per_sample_ns)
         self._threads = [threading.Thread(target=self._run, args=(i,), name=f"superserve-worker-{i}", daemon=True)
-                         for i in range(len(self.workers))]
+                         for i in range(len(self.workers) if threads else 0)]
         for thread in self._threads:
             thread.start()
 
@@ -153,18 +155,22 @@ class Router:
                 if attempts == 1 or attempts % 10 == 0:  # a remote host that is down says so once in a while
                     log.error("%s failed to start (%s); trying again", self.workers[i].name, exc)
                 continue
-            log.info("%s is up, %s", self.workers[i].name, self.workers[i].where)
-            with self._cond:
-                self.dispatcher.restore(i)
-                self.metrics.worker(i, up=True, restarted=started)
-                self._cond.notify_all()
+            self.up(i, restarted=started)
             attempts, started = 0, True
             try:
                 self._feed(i)
             except Exception as exc:  # a bug, not a lost worker: its batch is requeued all the same
                 log.exception("worker %d's thread failed", i)
-                self._lost(i, exc)
+                self.lose(i, exc)
         self.workers[i].stop()
+
+    def up(self, i: int, restarted: bool) -> None:
+        """Worker ``i`` has started (``restarted``: again, after a loss): into the rotation."""
+        log.info("%s is up, %s", self.workers[i].name, self.workers[i].where)
+        with self._cond:
+            self.dispatcher.restore(i)
+            self.metrics.worker(i, up=True, restarted=restarted)
+            self._cond.notify_all()
 
     def _feed(self, i: int) -> None:
         """Feed worker ``i`` until it is lost or the router closes."""
@@ -172,11 +178,11 @@ class Router:
         current = None  # submitted to the worker, its result not read yet
         while True:
             if current is None:
-                current = self._next(i, wait=True)
+                current = self.next_batch(i, wait=True)
                 if current is None:
                     return
                 if current is _GONE:
-                    self._lost(i, WorkerLost(f"{worker.name} exited while it had nothing to do"))
+                    self.lose(i, WorkerLost(f"{worker.name} exited while it had nothing to do"))
                     return
                 if not self._submit(i, current):
                     return
@@ -191,19 +197,24 @@ class Router:
                 current = None
                 continue
             except Exception as exc:  # WorkerLost, or a client library's error
-                self._lost(i, exc)
+                self.lose(i, exc)
                 return
-            with self._cond:
-                self.dispatcher.finish(i)
-                self.metrics.worker_busy(i, (self.clock() - assignment.started_ns) / 1e9)
-            current = self._next(i, wait=False)  # the worker computes the next batch while this one's answers go
+            self.finish(i, assignment)
+            current = self.next_batch(i, wait=False)  # the worker computes the next batch while this one's answers go
             lost = current is not None and not self._submit(i, current)
-            self._answer(assignment, logits)
-            self._observe(assignment)
+            self.answer(assignment, logits)
+            self.observe(assignment)
             if lost:
                 return
 
-    def _observe(self, assignment: Assignment) -> None:
+    def finish(self, i: int, assignment: Assignment) -> None:
+        """Worker ``i`` computed ``assignment``: it is free for the next batch (taken before this one is
+        answered, so that it computes while the answers go out: ``answer``, then ``observe``)."""
+        with self._cond:
+            self.dispatcher.finish(i)
+            self.metrics.worker_busy(i, (self.clock() - assignment.started_ns) / 1e9)
+
+    def observe(self, assignment: Assignment) -> None:
         """Fold a batch's time, from its choice to its last answer out (what its requests waited: the latency
         the policy plans), into the cost model; a new plan if it moved."""
         with self._cond:
@@ -211,7 +222,7 @@ class Router:
                 self.dispatcher.replan()
                 self.metrics.cost_model(self.cost.per_batch_ns, self.cost.per_sample_ns)
 
-    def _next(self, i: int, wait: bool) -> tuple[Assignment, np.ndarray] | None | object:
+    def next_batch(self, i: int, wait: bool) -> tuple[Assignment, np.ndarray] | None | object:
         """The next batch for worker ``i`` and its inputs: waits for work if ``wait``; None when there is none
         (or the router is closing), ``_GONE`` if the worker died while it waited."""
         while True:
@@ -266,7 +277,7 @@ class Router:
         try:
             self.workers[i].submit(current[0].subnet, current[1])
         except Exception as exc:  # WorkerLost, or a client library's error: the worker is no use now
-            self._lost(i, exc)
+            self.lose(i, exc)
             return False
         return True
 
@@ -274,7 +285,7 @@ class Router:
         planned_ns = self.cost.profile.latency_ns(assignment.subnet, assignment.samples)
         return max(self.config.worker_timeout_factor * planned_ns / 1e9, self.config.worker_timeout_min_ms / 1e3)
 
-    def _lost(self, i: int, exc: Exception) -> None:
+    def lose(self, i: int, exc: Exception) -> None:
         """Worker ``i`` is gone: out of the rotation, its batch requeued or refused; ``_run`` starts it again."""
         worker = self.workers[i]
         log.error("%s lost, %s: %s; its batch is requeued where deadlines allow", worker.name, worker.where, exc)
@@ -289,7 +300,7 @@ class Router:
             self._refuse(request, message)
 
     # Answers --------------------------------------------------------------------------------------------------
-    def _answer(self, assignment: Assignment, logits: np.ndarray) -> None:
+    def answer(self, assignment: Assignment, logits: np.ndarray) -> None:
         subnet = assignment.subnet
         accuracy = self.accuracy[subnet]
         self.metrics.batch(subnet, assignment.samples, accuracy)

@@ -7,8 +7,9 @@ Triton's hand-overs replayed: whenever the model is free, it is handed every req
 else (dating, checks, the EDF queue, the load estimate, the policy, the cost model, shedding, holding answers for
 the end of a round) is the server's code.
 
-``simulate_router`` runs the router of a model with several workers: the same ``Dispatcher`` the live router
-drives from its threads, here driven by events, with workers that can be killed and brought back.
+``simulate_router`` runs the router of a model with several workers: the live ``Router`` object itself, its steps
+(intake, the next batch for a free worker, answers, the cost model, a lost worker and its return) driven by events
+on simulated time instead of by its threads, with workers that can be killed and brought back.
 """
 
 from __future__ import annotations
@@ -18,17 +19,14 @@ import itertools
 import json
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..scheduler.dispatcher import Dispatcher
-from ..scheduler.load import LoadEstimate
-from ..scheduler.policies import Policy
 from ..scheduler.profile import Profile
-from ..scheduler.queue import QueuedRequest
 from .config import ServingConfig
 from .core import SuperServeCore
+from .router import Router
 
 __all__ = ["SimulatedRecord", "ProfiledRunner", "simulate", "simulate_router"]
 
@@ -160,86 +158,104 @@ def simulate(arrivals_s, profile: Mapping[str, Any], config: ServingConfig, slo_
     return records
 
 
-def simulate_router(arrivals_s, make_policy: Callable[[int], Policy], slo_ms: float, workers: int = 1,
-                    overhead_ms: float = 0.0, params: dict | None = None, kills: Sequence[tuple[float, int]] = (),
-                    restart_s: float | None = None, rate_window_ms: float = 500.0,
-                    burst_memory_ms: float = 0.0) -> list[SimulatedRecord]:
-    """The router over ``workers`` simulated workers: the live router's books (``Dispatcher``: one EDF queue from
-    each request's arrival, the policy made by ``make_policy(workers up)``), driven by events instead of threads,
-    each batch taking its profiled latency plus ``overhead_ms``. ``kills``: (time s, worker) at which a worker
-    dies; its batch is requeued or refused as live, and it is back ``restart_s`` later (None: never). Every
-    arrival ends in one record."""
-    max_batch = make_policy(1).profile.max_batch
-    dispatcher = Dispatcher(make_policy, workers, LoadEstimate(int(rate_window_ms * 1e6),
-                                                               burst_memory_ns=int(burst_memory_ms * 1e6),
-                                                               round_min_samples=max_batch))
+class _SimulatedWorker:
+    """A worker of the simulated router: its compute is the simulator's events; stopping it is its death."""
+
+    def __init__(self, index: int) -> None:
+        self.name, self.where = f"simulated worker {index}", "in the simulator"
+
+    def alive(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        pass
+
+
+def simulate_router(arrivals_s, profile: Mapping[str, Any], config: ServingConfig, slo_ms: float,
+                    workers: int | None = None, params: dict | None = None,
+                    overhead_ms: tuple[float, float] = (0.0, 0.0), kills: Sequence[tuple[float, int]] = (),
+                    restart_s: float | None = None, lead_in_s: float = 0.0,
+                    duration_s: float | None = None) -> list[SimulatedRecord]:
+    """The live ``Router`` of a model with ``workers`` workers (default: those ``config`` sets), driven by events
+    on simulated time instead of its threads: each request is handed to ``Router.serve`` at its arrival (dated,
+    checked, admitted or refused, queued); a free worker takes its next batch by ``Router.next_batch``; a batch takes
+    its profiled latency plus ``overhead_ms`` (per batch, per sample), after which the router frees the worker,
+    takes its next batch, answers and folds the batch's time into its cost model, in the live order. ``kills``:
+    (time s, worker) at which a worker dies (``Router.lose``: its batch requeued or refused as live); it is back
+    ``restart_s`` later (None: never). ``lead_in_s`` and ``duration_s`` as in ``simulate``. Every arrival of the
+    trace ends in one record."""
+    clock = _SimulatedTime()
+    workers = workers if workers is not None else config.workers + len(config.remote_list())
+    input_shape = tuple(profile.get("input_shape", (1,)))
+    transport = _SimulatedTransport(clock, np.zeros((1, *input_shape), np.float32),
+                                    json.dumps({"slo_ms": slo_ms, **(params or {})}))
+    router = Router(profile, config, transport, [_SimulatedWorker(w) for w in range(workers)], clock=clock,
+                    threads=False)
     for w in range(workers):
-        dispatcher.restore(w)
-    profile = dispatcher.policy.profile
-    lo, hi = (int(params["subnet"]),) * 2 if params and "subnet" in params else (0, profile.size - 1)
-    slo_ns, overhead_ns = int(slo_ms * 1e6), int(overhead_ms * 1e6)
-    arrivals = [int(t * 1e9) for t in arrivals_s]
-    records: list[SimulatedRecord | None] = [None] * len(arrivals)
-    events: list[tuple[int, int, str, int, int]] = []  # (time, order, kind, worker, batch token)
+        router.up(w, restarted=False)
+    compute = router.cost.compute
+    logits = np.zeros((compute.max_batch, int(profile.get("num_classes", 1))), np.float32)
+    per_batch_ns, per_sample_ns = int(overhead_ms[0] * 1e6), int(overhead_ms[1] * 1e6)
+    end = duration_s if duration_s is not None else (arrivals_s[-1] if len(arrivals_s) else 0.0)
+    lead_in = [t - (end - lead_in_s) for t in arrivals_s if t >= end - lead_in_s] if lead_in_s else []
+    arrivals = [int(t * 1e9) for t in lead_in] + [int((t + lead_in_s) * 1e9) for t in arrivals_s]
+    events: list[tuple[int, int, str, int, Any]] = []  # (time, order, kind, worker, batch)
     order = itertools.count()
-    tokens = [0] * workers  # a batch's done event counts only if its worker has not died since
+    running: list[Any] = [None] * workers  # the batch each worker computes (a done event for another is void)
     for t_s, w in kills:
-        heapq.heappush(events, (int(t_s * 1e9), next(order), "kill", w, 0))
+        heapq.heappush(events, (int((t_s + lead_in_s) * 1e9), next(order), "kill", w, None))
 
-    def shed(request: QueuedRequest, now: int) -> None:
-        k = request.payload
-        records[k] = SimulatedRecord(arrivals[k] / 1e9, (now - arrivals[k]) / 1e6, "shed")
+    def start(w: int, batch) -> None:
+        running[w] = batch
+        if batch is not None:
+            assignment = batch[0]
+            samples = assignment.samples
+            done = clock.now + compute.latency_ns(assignment.subnet, samples) + per_batch_ns + samples * per_sample_ns
+            heapq.heappush(events, (done, next(order), "done", w, batch))
 
-    idle = list(range(workers))  # up and running nothing, in the order they became so
+    def dispatch() -> None:
+        for w in range(workers):
+            if router.dispatcher.idle(w) and router.dispatcher.queue:
+                start(w, router.next_batch(w, wait=False))
 
-    def dispatch(now: int) -> None:
-        while idle and dispatcher.queue:
-            w = idle[0]
-            assignment, refused = dispatcher.take(w, now)
-            for request in refused:
-                shed(request, now)
-            if assignment is not None:
-                idle.pop(0)
-                tokens[w] += 1
-                done = now + profile.latency_ns(assignment.subnet, assignment.samples) + overhead_ns
-                heapq.heappush(events, (done, next(order), "done", w, tokens[w]))
-
+    refused: dict[int, tuple[int, Any]] = {}
     i, n = 0, len(arrivals)
     while i < n or events:
         if i < n and (not events or arrivals[i] <= events[0][0]):
-            now = arrivals[i]
-            request = QueuedRequest(now + slo_ns, now, lo, hi, payload=i)
-            if dispatcher.workers_up and dispatcher.policy.feasible(lo, hi, slo_ns):
-                dispatcher.push(request)
-            else:
-                shed(request, now)
+            clock.now = arrivals[i]
+            response = router.serve([i])[0]
+            if response is not None:  # refused on arrival, in the hand-over's own answers
+                refused[i] = (clock.now, response)
             i += 1
         else:
-            now, _, kind, w, token = heapq.heappop(events)
+            clock.now, _, kind, w, batch = heapq.heappop(events)
             if kind == "done":
-                if token != tokens[w]:
+                if batch is not running[w]:
                     continue  # the worker died while running it: the batch went back to the queue then
-                assignment = dispatcher.finish(w)
-                idle.append(w)
-                accuracy = profile.subnets[assignment.subnet].accuracy
-                for request in assignment.batch:
-                    k = request.payload
-                    records[k] = SimulatedRecord(arrivals[k] / 1e9, (now - arrivals[k]) / 1e6,
-                                                 "on_time" if now <= request.deadline_ns else "late",
-                                                 assignment.subnet, accuracy)
+                router.finish(w, batch[0])
+                start(w, router.next_batch(w, wait=False))
+                router.answer(batch[0], logits[:batch[0].samples])
+                router.observe(batch[0])
             elif kind == "kill":
-                if not dispatcher.up[w]:
+                if not router.dispatcher.up[w]:
                     continue  # already down
-                tokens[w] += 1
-                if w in idle:
-                    idle.remove(w)
-                _, refused = dispatcher.lose(w, now)
-                for request in refused:
-                    shed(request, now)
+                running[w] = None
+                router.lose(w, RuntimeError("killed by the simulator"))
                 if restart_s is not None:
-                    heapq.heappush(events, (now + int(restart_s * 1e9), next(order), "back", w, 0))
-            elif not dispatcher.up[w]:  # back
-                dispatcher.restore(w)
-                idle.append(w)
-        dispatch(now)
-    return records  # type: ignore[return-value]
+                    heapq.heappush(events, (clock.now + int(restart_s * 1e9), next(order), "back", w, None))
+            elif not router.dispatcher.up[w]:  # back
+                router.up(w, restarted=True)
+        dispatch()
+    slo_ns, first = int(slo_ms * 1e6), len(lead_in)
+    records = []
+    for k in range(first, n):
+        when, response = refused[k] if k in refused else transport.sent_at[k]
+        arrival = arrivals[k]
+        if response[0] == "result":
+            outcome = "on_time" if when <= arrival + slo_ns else "late"
+            records.append(SimulatedRecord(arrival / 1e9 - lead_in_s, (when - arrival) / 1e6, outcome, response[1],
+                                           response[2]))
+        else:
+            records.append(SimulatedRecord(arrival / 1e9 - lead_in_s, (when - arrival) / 1e6,
+                                           "shed" if response[1] == "unavailable" else "error"))
+    return records
