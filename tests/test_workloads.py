@@ -229,6 +229,15 @@ def test_pooling_benchmark_runs_matches_traces_by_relative_load_and_finds_domina
     assert pool([lone])["bursty 0.7x CV² 8"][0]["runs"] == [{"slo_attainment": 1.0, "mean_serving_accuracy": 0.938}]
 
 
+def test_pooling_keeps_held_out_traces_of_the_same_kind_and_load_apart():
+    from superserve_bench.bench_pool import trace_label
+
+    azure = {"params": {"kind": "azure_functions"}, "mean_rate": 560.0}
+    halves = [trace_label({**azure, "name": f"heldout-azure-functions-{part}"}, 700.0) for part in ("0-499", "500-999")]
+    assert halves == ["heldout-azure-functions-0-499", "heldout-azure-functions-500-999"]
+    assert trace_label(azure, 700.0) == trace_label({**azure, "mean_rate": 480.0}, 600.0) == "azure functions 0.8x"
+
+
 def test_benchmark_systems_have_distinct_labels_even_when_subnets_tie_on_accuracy():
     from superserve_bench.bench import systems_for
 

@@ -21,7 +21,11 @@ __all__ = ["trace_label", "pool", "markdown", "main"]
 
 
 def trace_label(trace: dict, top_rps: float) -> str:
-    """The same experiment across runs: kind, burstiness and load relative to the measured top capacity."""
+    """The same experiment across runs: a held-out trace by its name (which says its window, functions or
+    burstiness and load, whatever the seed), another by kind, burstiness and load relative to the measured top
+    capacity."""
+    if trace.get("name", "").startswith("heldout-"):
+        return trace["name"]
     params = trace["params"]
     load = trace["mean_rate"] / top_rps
     if params["kind"] == "bursty":
