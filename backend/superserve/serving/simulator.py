@@ -106,6 +106,23 @@ class _SimulatedTransport:
         return False
 
 
+def _with_lead_in(arrivals_s, lead_in_s: float, duration_s: float | None) -> tuple[list[int], int]:
+    """Arrival times in ns with the trace's last ``lead_in_s`` (of ``duration_s``, by default its last arrival)
+    replayed first, as the live benchmark's lead-in; and how many of them the lead-in is."""
+    end = duration_s if duration_s is not None else (arrivals_s[-1] if len(arrivals_s) else 0.0)
+    lead_in = [t - (end - lead_in_s) for t in arrivals_s if t >= end - lead_in_s] if lead_in_s else []
+    return [int(t * 1e9) for t in lead_in] + [int((t + lead_in_s) * 1e9) for t in arrivals_s], len(lead_in)
+
+
+def _record(arrival_ns: int, answered_ns: int, response: tuple, slo_ns: int, lead_in_s: float) -> SimulatedRecord:
+    """What the client of a request that arrived at ``arrival_ns`` and got ``response`` at ``answered_ns`` saw."""
+    scheduled_s, latency_ms = arrival_ns / 1e9 - lead_in_s, (answered_ns - arrival_ns) / 1e6
+    if response[0] == "result":
+        outcome = "on_time" if answered_ns <= arrival_ns + slo_ns else "late"
+        return SimulatedRecord(scheduled_s, latency_ms, outcome, response[1], response[2])
+    return SimulatedRecord(scheduled_s, latency_ms, "shed" if response[1] == "unavailable" else "error")
+
+
 def simulate(arrivals_s, profile: Mapping[str, Any], config: ServingConfig, slo_ms: float,
              params: dict | None = None, handover_samples: int = 128, overhead_ms: tuple[float, float] = (0.0, 0.0),
              turnaround_ms: float = 0.0, lead_in_s: float = 0.0,
@@ -125,10 +142,8 @@ def simulate(arrivals_s, profile: Mapping[str, Any], config: ServingConfig, slo_
                                     json.dumps({"slo_ms": slo_ms, **(params or {})}))
     core = SuperServeCore(None, profile, config, transport, clock=clock, handover_samples=handover_samples,
                           runner=runner, sender=_AtOnce())
-    end = duration_s if duration_s is not None else (arrivals_s[-1] if len(arrivals_s) else 0.0)
-    lead_in = [t - (end - lead_in_s) for t in arrivals_s if t >= end - lead_in_s] if lead_in_s else []
-    arrivals = [int(t * 1e9) for t in lead_in] + [int((t + lead_in_s) * 1e9) for t in arrivals_s]
-    first, slo_ns, turnaround_ns = len(lead_in), int(slo_ms * 1e6), int(turnaround_ms * 1e6)
+    arrivals, first = _with_lead_in(arrivals_s, lead_in_s, duration_s)
+    slo_ns, turnaround_ns = int(slo_ms * 1e6), int(turnaround_ms * 1e6)
     records: list[SimulatedRecord | None] = [None] * len(arrivals_s)
     i, n, free_ns = 0, len(arrivals), 0
     while i < n:
@@ -143,15 +158,7 @@ def simulate(arrivals_s, profile: Mapping[str, Any], config: ServingConfig, slo_
             if handle < first:
                 continue  # the lead-in: not measured
             when, response = transport.sent_at.pop(handle) if response is None else (done_ns, response)
-            arrival = arrivals[handle]
-            if response[0] == "result":
-                outcome = "on_time" if when <= arrival + slo_ns else "late"
-                record = SimulatedRecord(arrival / 1e9 - lead_in_s, (when - arrival) / 1e6, outcome, response[1],
-                                         response[2])
-            else:
-                record = SimulatedRecord(arrival / 1e9 - lead_in_s, (when - arrival) / 1e6,
-                                         "shed" if response[1] == "unavailable" else "error")
-            records[handle - first] = record
+            records[handle - first] = _record(arrivals[handle], when, response, slo_ns, lead_in_s)
         transport.sent_at.clear()
         free_ns = done_ns + turnaround_ns
         i = j
@@ -196,9 +203,7 @@ def simulate_router(arrivals_s, profile: Mapping[str, Any], config: ServingConfi
     compute = router.cost.compute
     logits = np.zeros((compute.max_batch, int(profile.get("num_classes", 1))), np.float32)
     per_batch_ns, per_sample_ns = int(overhead_ms[0] * 1e6), int(overhead_ms[1] * 1e6)
-    end = duration_s if duration_s is not None else (arrivals_s[-1] if len(arrivals_s) else 0.0)
-    lead_in = [t - (end - lead_in_s) for t in arrivals_s if t >= end - lead_in_s] if lead_in_s else []
-    arrivals = [int(t * 1e9) for t in lead_in] + [int((t + lead_in_s) * 1e9) for t in arrivals_s]
+    arrivals, first = _with_lead_in(arrivals_s, lead_in_s, duration_s)
     events: list[tuple[int, int, str, int, Any]] = []  # (time, order, kind, worker, batch)
     order = itertools.count()
     running: list[Any] = [None] * workers  # the batch each worker computes (a done event for another is void)
@@ -246,16 +251,6 @@ def simulate_router(arrivals_s, profile: Mapping[str, Any], config: ServingConfi
             elif not router.dispatcher.up[w]:  # back
                 router.up(w, restarted=True)
         dispatch()
-    slo_ns, first = int(slo_ms * 1e6), len(lead_in)
-    records = []
-    for k in range(first, n):
-        when, response = refused[k] if k in refused else transport.sent_at[k]
-        arrival = arrivals[k]
-        if response[0] == "result":
-            outcome = "on_time" if when <= arrival + slo_ns else "late"
-            records.append(SimulatedRecord(arrival / 1e9 - lead_in_s, (when - arrival) / 1e6, outcome, response[1],
-                                           response[2]))
-        else:
-            records.append(SimulatedRecord(arrival / 1e9 - lead_in_s, (when - arrival) / 1e6,
-                                           "shed" if response[1] == "unavailable" else "error"))
-    return records
+    slo_ns = int(slo_ms * 1e6)
+    return [_record(arrivals[k], *(refused[k] if k in refused else transport.sent_at[k]), slo_ns, lead_in_s)
+            for k in range(first, n)]
