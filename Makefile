@@ -120,7 +120,7 @@ ablation: setup model  ## SIMULATED ablation: each SlackFit-LA rule off in turn 
 
 plan: setup model  ## SIMULATED capacity plan: workers needed for 0.999 attainment (PLAN_RATE, PLAN_CV2, SLO_MS, TRACE)
 	$(PY) -m superserve_bench.plan $(if $(TRACE),--trace $(TRACE),--rate $(PLAN_RATE) --cv2 $(PLAN_CV2)) \
-		$(if $(filter command line,$(origin SLO_MS)),--slo-ms $(SLO_MS),) $(if $(PROFILING),--profiling $(PROFILING),) --model $(MODEL_NAME)
+		$(if $(filter command line,$(origin SLO_MS)),--slo-ms $(SLO_MS),) --model $(MODEL_NAME) --out results/plan.md
 
 MINUTES ?= 10
 soak: setup model  ## soak benchmark: MINUTES (10) at 70% of capacity on a bursty trace, memory and losses

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--slo-ms", type=float, default=None, help="default: the benchmarks' SLO for this model")
     p.add_argument("--target", type=float, default=0.999, help="SLO attainment to hold")
     p.add_argument("--model", default="superserve", choices=SERVED_MODELS, help="whose profile and config")
+    p.add_argument("--out", type=Path, default=None, help="also write the plan here (Markdown)")
     args = p.parse_args(argv)
     profile_dict, config, slo_ms = load_setup(args.slo_ms, args.model)
     if args.trace:
@@ -74,19 +75,22 @@ def main(argv: list[str] | None = None) -> None:
             p.error("--rate and --cv2 must be > 0")
         trace = bursty(0.0, args.rate, args.cv2, args.seconds, seed=0)
     rows = plan(trace.arrivals_s, profile_dict, config, slo_ms, args.target)
-    print(f"SIMULATED plan for {args.model} ({profile_dict.get('device', 'cpu')} profile): {trace.name}, "
-          f"{trace.mean_rate:.0f} req/s mean over {trace.duration_s:.0f} s, SLO {slo_ms} ms, target {args.target}")
-    print("| workers | attainment | served accuracy |\n|---|---|---|")
-    for row in rows:
-        print(f"| {row['workers']} | {row['attainment']:.4f} | {row['accuracy']:.4f} |")
+    lines = [f"SIMULATED plan for {args.model} ({profile_dict.get('device', 'cpu')} profile): {trace.name}, "
+             f"{trace.mean_rate:.0f} req/s mean over {trace.duration_s:.0f} s, SLO {slo_ms} ms, target {args.target}",
+             "", "| workers | attainment | served accuracy |", "|---|---|---|"]
+    lines += [f"| {row['workers']} | {row['attainment']:.4f} | {row['accuracy']:.4f} |" for row in rows]
     holding = [r for r in rows if r["attainment"] >= args.target]
     if holding:
         best = min(holding, key=lambda r: r["workers"])
-        print(f"{best['workers']} worker(s) hold {args.target} attainment, serving {best['accuracy']:.2%} mean "
-              f"accuracy (simulated)")
+        lines += ["", f"{best['workers']} worker(s) hold {args.target} attainment, serving {best['accuracy']:.2%} "
+                      "mean accuracy (simulated)"]
     else:
-        print(f"no worker count up to {rows[-1]['workers']} holds {args.target}: the SLO is too tight for this "
-              "model's fastest SubNet at this burstiness")
+        lines += ["", f"no worker count up to {rows[-1]['workers']} holds {args.target}: the SLO is too tight for "
+                      "this model's fastest SubNet at this burstiness"]
+    print("\n".join(lines))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines) + "\n")
     print(json.dumps(rows))
 
 
