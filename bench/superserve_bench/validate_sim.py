@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     results = json.loads((args.bench / "results.json").read_text())
     model = results.get("model", "superserve")
     profile_dict, shipped, _ = load_setup(model=model)
+    # the benchmark's SuperServe models run one local worker unless a variant sets ``workers`` (SuperServeModel)
+    shipped = dataclasses.replace(shipped, workers=1, remote_workers="")
     handover = read_model_config(model_dir(model) / "config.pbtxt").max_batch_size  # the rounds' hand-over
     learned = results.get("learned_overhead_ms") or {}
     per_batch, per_sample = args.overhead_ms or (learned.get("batch") or shipped.overhead_per_batch_ms,
