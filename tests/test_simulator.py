@@ -155,3 +155,18 @@ def test_the_simulated_routers_lead_in_is_not_recorded():
     records = simulate_router(arrivals, PROFILE_DICT, _router_config(), slo_ms=40, workers=2, lead_in_s=0.5,
                               duration_s=1.0)
     assert len(records) == 10 and [round(r.scheduled_s, 6) for r in records] == [round(t, 6) for t in arrivals]
+
+
+def test_simulate_model_runs_the_router_only_when_the_config_has_several_workers():
+    from superserve.serving.simulator import simulate_model
+
+    arrivals = np.random.default_rng(1).uniform(0, 1, 400).cumsum() / 400
+    one, two = _config("slackfit-la"), _config("slackfit-la", workers=2)
+    args = dict(slo_ms=8, overhead_ms=(0.5, 0.1), lead_in_s=0.2, duration_s=1.0)
+    def seen(records):
+        return [(r.outcome, r.subnet, r.latency_ms) for r in records]
+
+    routed = seen(simulate_model(arrivals, PROFILE_DICT, two, handover_samples=4, **args))
+    assert routed == seen(simulate_router(arrivals, PROFILE_DICT, two, **args))
+    rounds = seen(simulate_model(arrivals, PROFILE_DICT, one, handover_samples=4, **args))
+    assert rounds == seen(simulate(arrivals, PROFILE_DICT, one, handover_samples=4, **args)) != routed

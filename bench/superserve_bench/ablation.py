@@ -27,10 +27,9 @@ from superserve.build.pipeline import suggested_slo_ms
 from superserve.scheduler import Profile
 from superserve.scheduler.policies import LA_RULES
 from superserve.serving.config import ServingConfig, read_model_config
-from superserve.serving.simulator import simulate
+from superserve.serving.simulator import simulate_model
 
 from .bench import HELD_OUT_SEED, LEAD_IN_S, held_out_traces, load_setup
-from .bench_faults import _simulated
 from .repository import model_dir
 
 __all__ = ["main", "ablation"]
@@ -41,16 +40,11 @@ VARIANTS = {"shipped": {}, **{f"{rule} off": {"rules_off": rule} for rule in LA_
             "latency safety off": {"latency_safety": 0.0}}
 
 
-def _run(trace, profile_dict: dict, config: ServingConfig, slo_ms: float,
-         handover: int) -> tuple[int, int, float]:
-    """(on time, requests, summed accuracy of the on-time answers) of one simulated run."""
-    if config.routed:
-        records = _simulated(trace.arrivals_s, profile_dict, config, slo_ms, config.workers, lead_in_s=LEAD_IN_S,
-                             duration_s=trace.duration_s)
-    else:  # the live model's serving loop, each batch its profiled latency plus the configured overheads
-        records = simulate(trace.arrivals_s, profile_dict, config, slo_ms, handover_samples=handover,
-                           overhead_ms=(config.overhead_per_batch_ms, config.overhead_per_sample_ms),
-                           lead_in_s=LEAD_IN_S, duration_s=trace.duration_s)
+def _run(trace, profile_dict: dict, config: ServingConfig, slo_ms: float, handover: int) -> tuple[int, int, float]:
+    """(on time, requests, summed accuracy of the on-time answers) of one simulated run, each batch its profiled
+    latency plus the configured overheads."""
+    records = simulate_model(trace.arrivals_s, profile_dict, config, slo_ms, handover,
+                             (config.overhead_per_batch_ms, config.overhead_per_sample_ms), LEAD_IN_S, trace.duration_s)
     on_time = [r for r in records if r.outcome == "on_time"]
     return len(on_time), len(records), float(sum(r.accuracy for r in on_time))
 

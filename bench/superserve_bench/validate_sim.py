@@ -15,11 +15,11 @@ import json
 from pathlib import Path
 
 from superserve.serving.config import ServingConfig, parse_config, read_model_config
-from superserve.serving.simulator import simulate, simulate_router
+from superserve.serving.simulator import simulate_model
 
 from .bench import LEAD_IN_S, load_setup
 from .metrics import summarise
-from .repository import model_dir
+from .repository import SuperServeModel, model_dir
 from .traces import Trace
 
 __all__ = ["main"]
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     results = json.loads((args.bench / "results.json").read_text())
     model = results.get("model", "superserve")
     profile_dict, shipped, _ = load_setup(model=model)
-    # the benchmark's SuperServe models run one local worker unless a variant sets ``workers`` (SuperServeModel)
-    shipped = dataclasses.replace(shipped, workers=1, remote_workers="")
+    # the benchmark's SuperServe models run SuperServeModel's workers unless a variant sets ``workers``
+    shipped = dataclasses.replace(shipped, workers=SuperServeModel(model).workers)
     handover = read_model_config(model_dir(model) / "config.pbtxt").max_batch_size  # the rounds' hand-over
     learned = results.get("learned_overhead_ms") or {}
     per_batch, per_sample = args.overhead_ms or (learned.get("batch") or shipped.overhead_per_batch_ms,
@@ -54,14 +54,8 @@ def main(argv: list[str] | None = None) -> None:
                 continue  # plain Triton: not what the simulator models
             config = _with_parameters(shipped, real["parameters"])  # a --variant's serving parameters
             config = dataclasses.replace(config, overhead_per_batch_ms=per_batch, overhead_per_sample_ms=per_sample)
-            if config.routed:  # several workers: the router's books, each request queued from its arrival
-                records = simulate_router(trace.arrivals_s, profile_dict, config, results["slo_ms"],
-                                          overhead_ms=(per_batch, per_sample), lead_in_s=LEAD_IN_S,
-                                          duration_s=trace.duration_s)
-            else:  # one worker: the model's serving loop, in Triton's hand-overs
-                records = simulate(trace.arrivals_s, profile_dict, config, results["slo_ms"],
-                                   handover_samples=handover, overhead_ms=(per_batch, per_sample), lead_in_s=LEAD_IN_S,
-                                   duration_s=trace.duration_s)
+            records = simulate_model(trace.arrivals_s, profile_dict, config, results["slo_ms"], handover,
+                                     (per_batch, per_sample), LEAD_IN_S, trace.duration_s)
             sim = summarise(records, results["slo_ms"])
             rows.append({"trace": trace.name, "system": real["system"], "real_attainment": real["slo_attainment"],
                          "simulated_attainment": sim["slo_attainment"],

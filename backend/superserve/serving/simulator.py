@@ -28,7 +28,7 @@ from .config import ServingConfig
 from .core import SuperServeCore
 from .router import Router
 
-__all__ = ["SimulatedRecord", "ProfiledRunner", "simulate", "simulate_router"]
+__all__ = ["SimulatedRecord", "ProfiledRunner", "simulate", "simulate_router", "simulate_model"]
 
 
 @dataclass(slots=True)
@@ -254,3 +254,15 @@ def simulate_router(arrivals_s, profile: Mapping[str, Any], config: ServingConfi
     slo_ns = int(slo_ms * 1e6)
     return [_record(arrivals[k], *(refused[k] if k in refused else transport.sent_at[k]), slo_ns, lead_in_s)
             for k in range(first, n)]
+
+
+def simulate_model(arrivals_s, profile: Mapping[str, Any], config: ServingConfig, slo_ms: float,
+                   handover_samples: int, overhead_ms: tuple[float, float], lead_in_s: float = 0.0,
+                   duration_s: float | None = None) -> list[SimulatedRecord]:
+    """The model ``config`` sets, as the server runs it: with several workers its router (``simulate_router``),
+    else one worker's rounds in Triton's hand-overs of ``handover_samples`` (``simulate``)."""
+    if config.routed:
+        return simulate_router(arrivals_s, profile, config, slo_ms, overhead_ms=overhead_ms, lead_in_s=lead_in_s,
+                               duration_s=duration_s)
+    return simulate(arrivals_s, profile, config, slo_ms, handover_samples=handover_samples, overhead_ms=overhead_ms,
+                    lead_in_s=lead_in_s, duration_s=duration_s)
