@@ -2,6 +2,7 @@
 workers, a fake transport and a fake clock). Deterministic: workers answer only when a test lets them."""
 
 import json
+import os
 import queue
 import threading
 import time
@@ -14,7 +15,7 @@ from superserve.scheduler.dispatcher import Dispatcher
 from superserve.serving.config import ServingConfig
 from superserve.serving.metrics import MetricsBuffer
 from superserve.serving.router import NO_WORKER_MESSAGE, Router
-from superserve.serving.workers import WorkerLost
+from superserve.serving.workers import WorkerLost, at_low_priority
 
 MS = 1_000_000
 PROFILE_DICT = {"max_batch_size": 2, "input_shape": [3], "num_classes": 2, "subnets": [
@@ -323,3 +324,15 @@ def test_a_worker_that_dies_while_idle_leaves_the_rotation_without_being_sent_a_
         _wait_for(lambda: router.dispatcher.workers_up == 2)
     finally:
         router.close(5)
+
+
+def test_start_up_work_runs_at_the_lowest_priority_and_the_caller_keeps_its_own():
+    """A worker imports torch on such a thread, so that one restarting under load takes no core from one serving."""
+    def own_nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = own_nice()
+    assert at_low_priority(own_nice) == 19
+    assert own_nice() == before
+    with pytest.raises(KeyError, match="raised on the thread"):
+        at_low_priority(lambda: {}["raised on the thread"])

@@ -1,8 +1,8 @@
 """Serving through worker losses (``make bench-faults``): the paper's Fig. 11a on this machine, and Figs. 11a and
 11b at the paper's scale in the SIMULATOR.
 
-- live: the shipped model (2 local workers behind the router) replays a bursty trace (CV² 2) at a load both
-  workers serve on the most accurate SubNet and one does not; a worker process is SIGKILLed at each of
+- live: the shipped model (2 local workers behind the router) replays a bursty trace (CV² 2) at a load one
+  worker alone holds only on less accurate SubNets than two; a worker process is SIGKILLed at each of
   ``--kill-at-s`` (and comes back by itself, restarted by the router). Attainment and served accuracy per second,
   with every loss and restart the router logged;
 - simulated Fig. 11a: 8 workers, the paper's 3,500 q/s bursty trace (CV² 2), one worker killed every 12 s down to
@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=60.0, help="length of the live trace")
     p.add_argument("--rate", type=float, default=None,
                    help="the live trace's mean rate, req/s (default: 0.4x what two workers compute on the most "
-                        "accurate SubNet by the profile: on 2 cores shared with Triton and the replayer, about what "
-                        "two workers serve there and one does not)")
+                        "accurate SubNet by the profile: on 2 cores shared with Triton and the replayer, a load two "
+                        "workers serve on SubNets near the top and one alone only on less accurate ones)")
     p.add_argument("--kill-at-s", type=float, nargs="*", default=[20.0, 40.0], help="when a worker is SIGKILLed")
     p.add_argument("--no-live", action="store_true", help="the simulated figures only")
     args = p.parse_args(argv)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib
 import logging
 import math
 import mmap
@@ -24,12 +25,13 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["WorkerLost", "BatchFailed", "LocalWorker", "worker_python"]
+__all__ = ["WorkerLost", "BatchFailed", "LocalWorker", "worker_python", "at_low_priority"]
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +155,37 @@ class LocalWorker:
 
 # The worker process --------------------------------------------------------------------------------------------
 _PR_SET_PDEATHSIG = 1
+_LOW_PRIORITY = 19  # the nice value of start-up work that must not take a core from a worker serving
+
+
+def at_low_priority(work):
+    """``work()``, run on a thread of the lowest CPU priority, and its result (or its exception).
+
+    Linux gives each thread its own nice value, so a worker (re)starting under load can do its heaviest step,
+    importing torch (a second of CPU), at the lowest priority and still serve at normal priority on its main thread
+    afterwards: the worker still serving keeps its core while the other comes back."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _LOW_PRIORITY)
+        except OSError:  # not allowed here: run at the priority we have
+            pass
+        try:
+            outcome["result"] = work()
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="low-priority start-up")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _serve(args: argparse.Namespace) -> None:
-    import torch
+    torch = at_low_priority(lambda: importlib.import_module("torch"))
 
     from ..supernet.artefacts import load_supernet
     from .runner import SubnetRunner
