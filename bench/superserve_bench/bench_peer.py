@@ -1,7 +1,8 @@
 """SuperServe against plain Triton on the same SubNet, side by side in one tritonserver (``make bench-peer``).
 
-For the fastest and the most accurate SubNet, three systems measured in interleaved rounds in one server, so
-a slow spell of the machine hits all alike:
+For the fastest and the most accurate SubNet, three systems measured side by side in one server, so a slow
+spell of the machine hits all alike; each round in a fresh server, because a model process's speed is a draw that
+lasts its life (the same code in two processes can differ by 10% and more):
 
 - plain Triton: a model serving only that SubNet behind Triton's dynamic batcher (``native_model.py``);
 - SuperServe, pinned by config: a SuperServe model whose policy is ``fixed:<i>`` and whose config declares LOGITS
@@ -137,15 +138,17 @@ def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_reque
     top = len(profile["subnets"]) - 1
     repo = make_repository(out, models(profile), profile, source)
     data = write_input_data(out / "perf_input.json", images)
-    server = start_server(repo, out / "server.log")
     report = {"model": model, "inputs": described, "concurrency": concurrency, "seconds": seconds,
               "low_load_requests": low_load_requests, "rounds": [],
               "subnets": {"fastest": profile["subnets"][0]["id"], "most accurate": profile["subnets"][top]["id"]}}
     pooled: dict[tuple[str, str], list[float]] = {}
-    try:
-        for subnet, system, model, params in systems(profile):  # warm-up, unmeasured
-            perf_analyzer(server, model, data, out, concurrency, 2.0, params)
-        for r in range(rounds):
+    for r in range(rounds):
+        # each round in a server of its own: a model process's speed is a draw (the same code in two processes of
+        # one server can differ by 10% and more for the process's life), so rounds must draw again
+        server = start_server(repo, out / f"server_round{r + 1}.log")
+        try:
+            for subnet, system, model, params in systems(profile):  # warm-up, unmeasured
+                perf_analyzer(server, model, data, out, concurrency, 2.0, params)
             order = systems(profile) if r % 2 == 0 else systems(profile)[::-1]
             idle = low_load(server, order, images, low_load_requests)
             for subnet, system, model, params in order:
@@ -157,8 +160,8 @@ def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_reque
                 print(f"round {r + 1}: {subnet:13s} {system:43s} {saturated['throughput_rps']:8.0f} req/s "
                       f"({saturated['requests_per_execution']:.1f} req/execute), one at a time p50 "
                       f"{quiet['p50_ms']:.2f} ms p99 {quiet['p99_ms']:.2f} ms", flush=True)
-    finally:
-        server.stop()
+        finally:
+            server.stop()
     # one round's p99 is its 5th-slowest of 500 requests and moves by a millisecond between rounds; pooled over
     # the rounds it rests on a few times as many
     report["low_load_pooled"] = [{"subnet": subnet, "system": system, **percentiles(latencies)}
@@ -169,7 +172,8 @@ def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_reque
 def markdown(report: dict) -> str:
     lines = [f"perf_analyzer, gRPC async; saturation at concurrency {report['concurrency']}, "
              f"{report['seconds']:.0f} s windows; low load: {report['low_load_requests']} gRPC requests per system "
-             "one at a time, the systems taking turns request by request. Rounds interleaved in one tritonserver. "
+             "one at a time, the systems taking turns request by request. The systems side by side in one tritonserver, "
+             "each round in a fresh one. "
              "Ratio: SuperServe's throughput over plain Triton's in the same round.", "",
              "| SubNet | round | system | req/s | ratio | req/execute | low-load p50 ms | low-load p99 ms |",
              "|---|---|---|---|---|---|---|---|"]
