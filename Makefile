@@ -18,7 +18,7 @@ VIT_LR ?= 2.5e-3
 # the served model that perf, bench and bench-peer target: superserve (ResNet) or superserve_vit (transformer)
 MODEL_NAME ?= superserve
 
-.PHONY: help setup model ofa-model serve worker-host export-repo test unit bench-micro bench-peer bench-scale bench-faults ablation plan gpu-check perf bench bench-pool soak overload clean distclean
+.PHONY: help setup model ofa-model serve worker-host export-repo test unit bench-micro bench-peer bench-scale bench-faults build-cost ablation plan gpu-check perf bench bench-pool soak overload clean distclean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -111,6 +111,11 @@ bench-scale: setup model  ## 1 vs 2 workers, 2 torch threads, local + remote: th
 
 bench-faults: setup model  ## workers SIGKILLed under a bursty load (live), and the paper's Fig. 11a/11b SIMULATED
 	$(PY) -m superserve_bench.bench_faults --out results/bench_faults
+
+BUILD_IMAGES ?= 100
+BUILD_PROFILING ?= quick
+build-cost: setup  ## what `make ofa-model` costs here: time per phase and memory, on a random checkpoint (BUILD_IMAGES, BUILD_PROFILING=full quick)
+	$(PY) -m superserve_bench.build_cost --images $(BUILD_IMAGES) --profiling $(BUILD_PROFILING) --out results/build_cost
 
 PLAN_RATE ?= 1000
 PLAN_CV2 ?= 1

@@ -28,6 +28,7 @@ from superserve.serving.contract import check_model_config
 from superserve.supernet.artefacts import load_supernet
 from superserve.supernet.checkpoint import save_ofa_checkpoint
 from superserve.runtime.tritonenv import REPO_ROOT, start_server
+from superserve_bench.build_cost import random_checkpoint
 
 RESOLUTION = 32
 # a subset of ImageNet's synsets, scored against the checkpoint's outputs 0, 470 and 999 (not 0, 1, 2)
@@ -52,13 +53,7 @@ def _image_folder(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("ofa")
-    torch.manual_seed(0)
-    net = ElasticResNet(OFA_RESNET50)
-    for m in net.norm_layers().values():  # non-trivial statistics, as a trained checkpoint has
-        m.running_mean.normal_(0, 0.1)
-        m.running_var.uniform_(0.5, 1.5)
-    save_ofa_checkpoint(net, root / "ofa_resnet50.pth")
-    del net
+    random_checkpoint(root / "ofa_resnet50.pth")
     images = _image_folder(root / "images")
     subnets = root / "subnets.json"  # OFA's {d, e, w} form, as OFA's own SubNet lists are written
     subnets.write_text(json.dumps([OFA_RESNET50.smallest().to_ofa(), OFA_RESNET50.largest().to_ofa(),
@@ -90,6 +85,12 @@ def test_the_build_writes_a_servable_model_folder(built):
     check_model_config(json_format.MessageToDict(config, preserving_proto_field_name=True), profile)
     assert (out / "1" / "model.py").resolve() == ADAPTER.resolve()
     assert (out / "1" / "subnet_norm.pt").is_file()
+    # what each phase cost is kept with the model (make build-cost reports it)
+    build = profile["build"]
+    assert list(build["seconds"]) == ["reading", "calibrating", "validating", "ranking", "profiling latency",
+                                      "test accuracy"]
+    assert all(s >= 0 for s in build["seconds"].values()) and build["seconds"]["profiling latency"] > 0
+    assert build["peak_memory_mb"] > 100  # torch alone takes more
 
 
 def test_a_subset_of_synsets_is_scored_against_the_checkpoints_class_indices(tmp_path, built):

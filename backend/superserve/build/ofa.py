@@ -34,7 +34,7 @@ from ..supernet import OFA_RESNET50, ElasticResNet
 from ..supernet.artefacts import save_weights
 from ..supernet.checkpoint import load_ofa_checkpoint
 from .imagefolder import load_image_folder
-from .pipeline import MAX_BATCH, PROFILING_MODES, build, suggested_slo_ms
+from .pipeline import MAX_BATCH, PROFILING_MODES, build, suggested_slo_ms, timed
 
 __all__ = ["build_ofa", "model_config", "mapping_warning", "main"]
 
@@ -100,13 +100,15 @@ def build_ofa(checkpoint: Path, images: Path, out: Path, resolution: int = 224, 
     version.mkdir(parents=True, exist_ok=True)
     save_weights(net, version)
     del net
-    data = load_image_folder(images, resolution, calibration, validation, per_class, classes, seed, progress)
+    seconds: dict = {}
+    with timed(seconds, "reading"):
+        data = load_image_folder(images, resolution, calibration, validation, per_class, classes, seed, progress)
     if max(data.classes.values()) >= OFA_RESNET50.num_classes:
         raise ValueError(f"the class list names {max(data.classes.values()) + 1} outputs; the SuperNet has "
                          f"{OFA_RESNET50.num_classes}")
     pool = None if subnets is None else [OFA_RESNET50.parse(s) for s in subnets]
     profile = build(version, candidates, repeats, threads, seed, progress=progress, data=data, subnets=pool,
-                    max_batch=max_batch, device=device, profiling=profiling)
+                    max_batch=max_batch, device=device, profiling=profiling, seconds=seconds)
     profile["classes"] = data.classes
     warning = mapping_warning(max(s["accuracy"] for s in profile["subnets"]), data.classes)
     profile["warnings"] = [warning] if warning else []

@@ -15,7 +15,10 @@ import datetime as dt
 import json
 import platform
 import random
+import resource
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,7 +30,7 @@ from .selection import pareto_front
 from ..supernet import family_of
 from ..supernet.artefacts import load_weights
 
-__all__ = ["build", "main", "suggested_slo_ms", "PROFILE_FORMAT"]
+__all__ = ["build", "main", "suggested_slo_ms", "timed", "peak_memory_mb", "PROFILE_FORMAT"]
 
 PROFILE_FORMAT = 1
 MAX_BATCH = 16
@@ -76,14 +79,32 @@ def suggested_slo_ms(profile: dict, margin_ms: float) -> float:
     return round(2 * (profile["subnets"][-1]["latency_ms"][str(b)] + b * SLO_ALLOWANCE_PER_SAMPLE_MS + margin_ms), 1)
 
 
+@contextmanager
+def timed(seconds: dict, phase: str):
+    """Add the wall time of the block to ``seconds[phase]``: what each phase of a build cost, kept in its profile."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[phase] = round(seconds.get(phase, 0.0) + time.perf_counter() - start, 2)
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory so far, MB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, seed: int = 0,
           min_front: int = 10, progress: bool = True, data=None, subnets: list | None = None,
-          max_batch: int = MAX_BATCH, device: str = "cpu", profiling: str = "full") -> dict:
+          max_batch: int = MAX_BATCH, device: str = "cpu", profiling: str = "full",
+          seconds: dict | None = None) -> dict:
     """``data``: splits with calibration, validation and test images (default: the digits); ``subnets``: the
     candidate SubNets (default: the largest, the smallest and ``candidates`` sampled ones); ``device``: where
     the SuperNet is calibrated, validated and profiled (serve it on the same). ``profiling``: full (every batch
     size, ``repeats`` passes), quick (powers of two and the largest, 3 passes, the rest interpolated) or auto (full
-    when its estimate is within 15 minutes, else quick)."""
+    when its estimate is within 15 minutes, else quick). ``seconds``: the wall time of phases the caller ran
+    before (reading images), recorded beside the build's own in the profile's ``build``."""
+    seconds = dict(seconds or {})
     if profiling not in PROFILING_MODES:
         raise ValueError(f"profiling must be one of {', '.join(PROFILING_MODES)}, not {profiling!r}")
     out = Path(out)
@@ -102,18 +123,21 @@ def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, 
     subnets = list({s.id: s for s in subnets}.values())
     stats, acc = {}, {}
     if family.norm_statistics:
-        for subnet in tqdm(subnets, desc="calibrating SubNets", unit="subnet", disable=not progress):
-            stats[subnet.id] = net.calibrate(subnet, (c.to(device) for c in data.calib_x.split(chunk)))
-        net.set_subnet_norm(stats)
-    for subnet in tqdm(subnets, desc="validating SubNets", unit="subnet", disable=not progress):
-        acc[subnet.id] = accuracy(net, net.plan_for(subnet), data.val_x, data.val_y, chunk)
+        with timed(seconds, "calibrating"):
+            for subnet in tqdm(subnets, desc="calibrating SubNets", unit="subnet", disable=not progress):
+                stats[subnet.id] = net.calibrate(subnet, (c.to(device) for c in data.calib_x.split(chunk)))
+            net.set_subnet_norm(stats)
+    with timed(seconds, "validating"):
+        for subnet in tqdm(subnets, desc="validating SubNets", unit="subnet", disable=not progress):
+            acc[subnet.id] = accuracy(net, net.plan_for(subnet), data.val_x, data.val_y, chunk)
 
     # 2. A quick latency at a middle batch size ranks the candidates; the Pareto front is kept.
     torch.set_num_threads(threads)
     middle = max(1, max_batch // 2)
     example = batch_of(middle)
-    quick = {s.id: latency_ms(net, example, repeats=3, plan=net.inference_plan(s))
-             for s in tqdm(subnets, desc="ranking SubNet latency", unit="subnet", disable=not progress)}
+    with timed(seconds, "ranking"):
+        quick = {s.id: latency_ms(net, example, repeats=3, plan=net.inference_plan(s))
+                 for s in tqdm(subnets, desc="ranking SubNet latency", unit="subnet", disable=not progress)}
     remaining = list(subnets)
     served = []
     while remaining and len(served) < min_front:  # peel fronts until enough SubNets are served
@@ -139,12 +163,14 @@ def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, 
     latencies, test_acc, sliced_acc = {}, {}, {}
     for subnet in tqdm(served, desc=f"profiling {len(served)} SubNets", unit="subnet", disable=not progress):
         plan = net.inference_plan(subnet)
-        curve = latency_curve_ms(net, [batch_of(b) for b in batches], passes, plan=plan)
+        with timed(seconds, "profiling latency"):
+            curve = latency_curve_ms(net, [batch_of(b) for b in batches], passes, plan=plan)
         latencies[subnet.id] = fill_batches(dict(zip(batches, curve)), max_batch)
-        test_acc[subnet.id] = accuracy(net, plan, data.test_x, data.test_y, chunk)
-        if family.norm_statistics:
-            sliced_acc[subnet.id] = accuracy(net, net.sliced_statistics_plan(subnet), data.test_x,
-                                             data.test_y, chunk)
+        with timed(seconds, "test accuracy"):
+            test_acc[subnet.id] = accuracy(net, plan, data.test_x, data.test_y, chunk)
+            if family.norm_statistics:
+                sliced_acc[subnet.id] = accuracy(net, net.sliced_statistics_plan(subnet), data.test_x,
+                                                 data.test_y, chunk)
 
     profile = {
         "format": PROFILE_FORMAT,
@@ -169,6 +195,7 @@ def build(out: Path, candidates: int = 100, repeats: int = 7, threads: int = 1, 
         "latency_profiling": {"mode": mode, "timed_batches": batches,
                               "others": "linear between the nearest timed batch sizes" if mode == "quick" else None},
         "candidates_evaluated": len(subnets),
+        "build": {"seconds": seconds, "peak_memory_mb": peak_memory_mb()},
         "weights_bytes": sum(t.numel() * t.element_size() for t in net.state_dict().values()),
         "subnets": [
             {"id": s.id, "config": s.to_dict(), "accuracy": test_acc[s.id], "validation_accuracy": acc[s.id],
