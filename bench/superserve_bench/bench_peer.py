@@ -172,8 +172,8 @@ def run(out: Path, rounds: int, concurrency: int, seconds: float, low_load_reque
 def markdown(report: dict) -> str:
     lines = [f"perf_analyzer, gRPC async; saturation at concurrency {report['concurrency']}, "
              f"{report['seconds']:.0f} s windows; low load: {report['low_load_requests']} gRPC requests per system "
-             "one at a time, the systems taking turns request by request. The systems side by side in one tritonserver, "
-             "each round in a fresh one. "
+             "one at a time, the systems taking turns request by request. The systems side by side in one "
+             "tritonserver, each round in a fresh one. "
              "Ratio: SuperServe's throughput over plain Triton's in the same round.", "",
              "| SubNet | round | system | req/s | ratio | req/execute | low-load p50 ms | low-load p99 ms |",
              "|---|---|---|---|---|---|---|---|"]

@@ -101,9 +101,9 @@ def _duration(seconds: float) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["`make build-cost`: `superserve.build.ofa` on a random OFA ResNet-50 checkpoint, 8 given SubNets, 10 synset "
-             "folders of 400x300 JPEGs; wall time of each phase and peak resident memory as the build records them "
-             "in its profile.json; total: the build process's wall time (Python and torch start-up, weights "
+    lines = ["`make build-cost`: `superserve.build.ofa` on a random OFA ResNet-50 checkpoint, 8 given SubNets, "
+             "10 synset folders of 400x300 JPEGs; wall time of each phase and peak resident memory as the build "
+             "records them in its profile.json; total: the build process's wall time (Python and torch start-up, weights "
              "written, included).", "",
              "| images | profiling | resolution | " + " | ".join(PHASES) + " | total | peak memory |",
              "|---|---|---|" + "---|" * len(PHASES) + "---|---|"]
