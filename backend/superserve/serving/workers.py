@@ -26,6 +26,7 @@ import struct
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -158,30 +159,22 @@ _PR_SET_PDEATHSIG = 1
 _LOW_PRIORITY = 19  # the nice value of start-up work that must not take a core from a worker serving
 
 
+def _lower_own_priority() -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _LOW_PRIORITY)
+    except OSError:  # not allowed here: run at the priority we have
+        pass
+
+
 def at_low_priority(work):
     """``work()``, run on a thread of the lowest CPU priority, and its result (or its exception).
 
     Linux gives each thread its own nice value, so a worker (re)starting under load can do its heaviest step,
     importing torch (a second of CPU), at the lowest priority and still serve at normal priority on its main thread
     afterwards: the worker still serving keeps its core while the other comes back."""
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _LOW_PRIORITY)
-        except OSError:  # not allowed here: run at the priority we have
-            pass
-        try:
-            outcome["result"] = work()
-        except BaseException as exc:  # handed to the caller
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, name="low-priority start-up")
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+    with ThreadPoolExecutor(max_workers=1, initializer=_lower_own_priority,
+                            thread_name_prefix="low-priority start-up") as thread:
+        return thread.submit(work).result()
 
 
 def _serve(args: argparse.Namespace) -> None:
